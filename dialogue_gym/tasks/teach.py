@@ -1,0 +1,857 @@
+"""Teach: explain a concept to a student whose background is unknown.
+
+The agent is a tutor. The role instructions name the concept and hand over the lesson material
+(key points, prerequisite, jargon, an analogy, an example); the student's background, preferred
+style and patience are hidden. The catalogue (the card's ``concepts``) has 32 concepts from
+machine learning, science, personal finance and everyday technology.
+
+Act taxonomy (the card's ``acts``; one act per sentence, at most two per turn):
+
+* ``probe`` - ask what the student already knows; the first probe reveals their background and
+  a missing prerequisite, later ones nag.
+* ``explain`` - state a key point plainly. Which key point is taught is read from the concept's
+  own words: a sentence teaches a key point (or the prerequisite) when it carries at least half
+  of that point's content words. At most two points are taught per turn.
+* ``analogy`` / ``example`` - deliver the points through the concept's analogy / example (its
+  words must be there, a bare "imagine..." frame is a plain statement).
+* ``formal`` - a precise, technical statement; ``steps`` - walk through it stage by stage.
+* ``define`` - define a jargon term (the term and "means"/"stands for" in one sentence).
+* ``check`` - ask the student to say it back: consolidates new material and reveals the
+  shakiest point; nagging when nothing new was taught since the last check.
+* ``summarise`` - recap: consolidates new material.
+* ``encourage`` - reassurance: gives a novice back a little patience.
+* ``close`` - end the lesson.
+
+Hidden state: the concept's domain background (novice / some / expert), the preferred style
+(examples, analogies, formal, step_by_step), patience, whether the prerequisite is missing, and
+an understanding level in [0, 1] per key point (prior from the background). Each taught point
+gains ``learn_rate * fit * (1 - understanding)``, where ``fit`` multiplies the level fit of the
+delivery mode to the background (formal talk is abstract to novices, analogies and simplifying
+bore experts), the style fit, undefined jargon (confuses novices), load (two points at once
+overloads novices), the missing prerequisite (halves learning until explained) and engagement
+(lost to incoherent turns). Confusion, boredom, nagging, filler and flagged turns (stuffed,
+gibberish, repeat, injection) cost patience; at zero the student leaves.
+
+Reward: the end-of-lesson quiz score, the mean over key points of 1 (understanding minus a small
+muddle penalty per incoherent turn reaches ``correct_at``), 0.5 (reaches ``partial_at``) or 0;
+the quiz answers are in the outcome breakdown. Each turn costs ``reward.turn_cost``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
+from dialogue_gym.core.cards import TaskCardError, load_card, require_keys
+from dialogue_gym.core.env import DialogueEnv
+from dialogue_gym.core.human import HumanReply, Outcome
+from dialogue_gym.core.scripted import ScriptedHuman, recognizer_from_card
+from dialogue_gym.core.text import COMMON_WORDS, ActRecognizer, Analysis, sentences, words
+
+MODES = ("analogy", "example", "formal", "steps", "explain")
+STYLE_OF_MODE = {"analogy": "analogies", "example": "examples", "formal": "formal", "steps": "step_by_step"}
+MODE_OF_STYLE = {style: mode for mode, style in STYLE_OF_MODE.items()}
+ACTS = ("probe", *MODES, "define", "check", "summarise", "encourage", "close")
+REPLY_KEYS = (
+    "greet",
+    "probe_novice",
+    "probe_some",
+    "probe_expert",
+    "probe_prereq",
+    "probe_again",
+    "jargon_confused",
+    "abstract",
+    "prereq_missing",
+    "bored",
+    *(f"hint_{style}" for style in STYLE_OF_MODE.values()),
+    "got_it",
+    "partly",
+    "prereq_learned",
+    "defined",
+    "intro",
+    "check_good",
+    "check_weak",
+    "check_again",
+    "summary",
+    "encouraged",
+    "filler",
+    "stuffed",
+    "gibberish",
+    "repeat",
+    "injection",
+    "leave",
+    "close",
+)
+PREREQ = "prereq"
+
+
+# --- reading the concept's words: patterns compiled once per card and concept -------------------
+def content_words(text: str) -> list[str]:
+    """The distinctive words of ``text`` (no common words, plural ``s`` stripped), in order."""
+    out: list[str] = []
+    for w in words(text):
+        w = w.removesuffix("'s")
+        if len(w) < 4 or w in COMMON_WORDS:
+            continue
+        if w.endswith("s") and not w.endswith("ss") and len(w) > 4:
+            w = w[:-1]
+        if w not in out:
+            out.append(w)
+    return out
+
+
+_SUFFIXES = ("", "'s", "s", "es", "ed", "d", "ing")
+
+
+def _need(n: int) -> int:
+    return max(2, math.ceil(0.5 * n))
+
+
+class ConceptIndex:
+    """Precompiled matchers for one concept: which key points, prerequisite, analogy, example and
+    jargon a piece of text carries. Built once per concept and card, shared by all envs."""
+
+    def __init__(self, concept: Mapping[str, Any]) -> None:
+        self.items: dict[str, frozenset[str]] = {
+            kp["id"]: frozenset(content_words(kp["text"])) for kp in concept["key_points"]
+        }
+        self.items[PREREQ] = frozenset(content_words(concept["prerequisite"]["text"]))
+        self.analogy = frozenset(content_words(concept["analogy"]))
+        self.example = frozenset(content_words(concept["example"]))
+        vocab = frozenset(self.analogy | self.example).union(*self.items.values())
+        self._forms = {base + suffix: base for base in vocab for suffix in _SUFFIXES}
+        terms = sorted((j["term"] for j in concept["jargon"]), key=len, reverse=True)
+        self._jargon = re.compile(r"\b(" + "|".join(re.escape(t) for t in terms) + r")\b", re.IGNORECASE)
+
+    def hits(self, text: str) -> set[str]:
+        """The concept's content words present in ``text`` (an inflected form counts: ``-s``, ``-ed``...)."""
+        forms = self._forms
+        return {forms[tok] for tok in words(text) if tok in forms}
+
+    def taught(self, sents: Sequence[str], limit: int = 2) -> list[str]:
+        """Key point ids (and ``"prereq"``) carried by the sentences, first-come, at most ``limit``."""
+        found: list[str] = []
+        for sent in sents:
+            hit = self.hits(sent)
+            if len(hit) < 2:
+                continue
+            for item, need in self.items.items():
+                if item not in found and len(hit & need) >= _need(len(need)):
+                    found.append(item)
+                    if len(found) == limit:
+                        return found
+        return found
+
+    def uses(self, text: str, which: str) -> bool:
+        """Whether ``text`` carries the concept's analogy or example (``which``)."""
+        need = self.analogy if which == "analogy" else self.example
+        return len(self.hits(text) & need) >= _need(len(need))
+
+    def jargon(self, text: str) -> set[str]:
+        """Jargon terms (lower-cased) used in ``text``."""
+        return {m.lower() for m in self._jargon.findall(text)}
+
+
+@dataclass
+class CardIndex:
+    """Everything derived from a card once: the act recognizer (with the catalogue's vocabulary),
+    the define/simplify patterns and the per-concept matchers (compiled lazily)."""
+
+    recognizer: ActRecognizer
+    define: re.Pattern[str]
+    simplify: re.Pattern[str]
+    concepts: dict[str, Mapping[str, Any]]
+    indexes: dict[str, ConceptIndex]
+
+    def concept_index(self, concept_id: str) -> ConceptIndex:
+        """The matcher for ``concept_id``, compiled on first use."""
+        if concept_id not in self.indexes:
+            self.indexes[concept_id] = ConceptIndex(self.concepts[concept_id])
+        return self.indexes[concept_id]
+
+
+_CARD_INDEXES: dict[int, tuple[Mapping[str, Any], CardIndex]] = {}
+
+
+def card_index(card: Mapping[str, Any]) -> CardIndex:
+    """The (cached) :class:`CardIndex` of ``card``; built-in cards are shared objects, so envs share it."""
+    hit = _CARD_INDEXES.get(id(card))
+    if hit is not None and hit[0] is card:
+        return hit[1]
+    vocab: list[str] = []
+    for c in card["concepts"]:
+        vocab += [c["name"], c["analogy"], c["example"], c["prerequisite"]["text"], c["prerequisite"]["name"]]
+        vocab += [kp["text"] for kp in c["key_points"]]
+        vocab += [f"{j['term']} {j['meaning']}" for j in c["jargon"]]
+    vocab += list(card["domains"].values())
+    index = CardIndex(
+        recognizer=recognizer_from_card(card, vocab),
+        define=_cue_pattern(card["acts"]["define"]["cues"]),
+        simplify=_cue_pattern(card.get("simplify_cues", []) or ["(?!x)x"]),
+        concepts={c["id"]: c for c in card["concepts"]},
+        indexes={},
+    )
+    if len(_CARD_INDEXES) >= 16:
+        _CARD_INDEXES.pop(next(iter(_CARD_INDEXES)))
+    _CARD_INDEXES[id(card)] = (card, index)  # holding the card keeps its id from being reused
+    return index
+
+
+def _cue_pattern(cues: Sequence[str]) -> re.Pattern[str]:
+    return re.compile(r"\b(?:" + "|".join(f"(?:{c})" for c in cues) + r")\b", re.IGNORECASE)
+
+
+# --- persona sampling --------------------------------------------------------------------------
+def _choice(rng: np.random.Generator, probs: Mapping[Any, float]) -> Any:
+    """A key of ``probs`` drawn with its (unnormalised) weight; one uniform draw, no array work."""
+    x = float(rng.random()) * sum(float(v) for v in probs.values())
+    for key, weight in probs.items():
+        x -= float(weight)
+        if x < 0:
+            return key
+    return key
+
+
+def sample_student(card: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """A student: the concept to learn, a background per domain, a style, patience, whether the
+    concept's prerequisite is missing, and a prior understanding per key point."""
+    dist = card["persona"]
+    concept = card["concepts"][int(rng.integers(len(card["concepts"])))]
+    background = {domain: str(_choice(rng, dist["background"])) for domain in card["domains"]}
+    level = background[concept["domain"]]
+    low, high = dist["prior"][level]
+    prior = [float(high if rng.random() < 0.5 else low) for _ in concept["key_points"]]
+    return {
+        "concept": concept["id"],
+        "background": background,
+        "style": str(_choice(rng, dist["style"])),
+        "patience": int(_choice(rng, dist["patience"])),
+        "prereq_missing": bool(rng.random() < float(dist["prereq_missing"][level])),
+        "prior": prior,
+    }
+
+
+def delivery_fit(model: Mapping[str, Any], level: str, style: str, mode: str, jargon: bool = False) -> float:
+    """How well a delivery ``mode`` suits a student of ``level`` who prefers ``style`` (before load,
+    prerequisite and engagement): the level fit times the style fit."""
+    lvl = float(model["level_fit"][level][mode])
+    if level == "expert" and STYLE_OF_MODE.get(mode) == style:
+        lvl = 1.0  # an expert who asked for analogies or steps is not bored by them
+    if level == "expert" and mode == "explain" and jargon:
+        lvl = 1.0  # plain statements in the field's own terms suit an expert
+    sfit = model["style_fit"]
+    sty = sfit["neutral"] if mode == "explain" else sfit["match" if STYLE_OF_MODE[mode] == style else "other"]
+    return lvl * float(sty)
+
+
+# --- the scripted student ------------------------------------------------------------------------
+class ScriptedStudent(ScriptedHuman):
+    """A student with a hidden background, style, patience and per-key-point understanding."""
+
+    def __init__(self, card: Mapping[str, Any]) -> None:
+        # Same attributes as ScriptedHuman.__init__, but the recognizer (with the catalogue's
+        # vocabulary) comes from the per-card cache instead of being rebuilt for every env.
+        self.card = card
+        self.index = card_index(card)
+        self.recognizer = self.index.recognizer
+        self.templates = card["replies"]
+        self.model = card["model"]
+        self.persona = {}
+        self.rng = np.random.default_rng(0)
+        self.history = []
+        self.turn = 0
+
+    def clone(self) -> ScriptedStudent:
+        """An independent copy of the student's state (for planning agents); shares the card."""
+        twin = copy.copy(self)
+        twin.u, twin.defined, twin.history = dict(self.u), set(self.defined), list(self.history)
+        twin.rng = np.random.default_rng(0)
+        return twin
+
+    # -- setup --
+    def start(self) -> str:
+        p = self.persona
+        self.concept = self.index.concepts[p["concept"]]
+        self.words = self.index.concept_index(p["concept"])
+        self.level: str = p["background"][self.concept["domain"]]
+        self.style: str = p["style"]
+        self.patience = float(p["patience"])
+        self.missing_prereq = bool(p["prereq_missing"])
+        self.kp_ids = [kp["id"] for kp in self.concept["key_points"]]
+        self.u = dict(zip(self.kp_ids, (float(x) for x in p["prior"]), strict=True))
+        self.defined: set[str] = set()
+        self.probed = False
+        self.fresh_check = False
+        self.fresh_summary = False
+        self.engagement = 1.0
+        self.incoherent = 0
+        self.left = False
+        return self.say("greet", concept=self.concept["name"])
+
+    def _slots(self) -> dict[str, str]:
+        return {
+            "concept": self.concept["name"],
+            "domain": self.card["domains"][self.concept["domain"]],
+            "prereq": self.concept["prerequisite"]["name"],
+        }
+
+    def _cost(self, what: str) -> None:
+        self.patience -= float(self.model["patience_cost"][what])
+
+    # -- one turn --
+    def react(self, utterance: str, analysis: Analysis) -> HumanReply:
+        if not analysis.coherent:
+            return self._incoherent(analysis)
+        acts, slots, parts = analysis.acts, self._slots(), []
+        if "probe" in acts:
+            if self.probed:
+                self._cost("nagging")
+                parts.append(self.say("probe_again"))
+            else:
+                self.probed = True
+                parts.append(self.say(f"probe_{self.level}", **slots))
+                if self.missing_prereq:
+                    parts.append(self.say("probe_prereq", **slots))
+        if "encourage" in acts and self.level == "novice":
+            self.patience = min(float(self.persona["patience"]), self.patience + 1)
+        parts += self._teach(utterance, acts, slots)
+        if "check" in acts:
+            parts.append(self._check())
+        if "summarise" in acts:
+            if self.fresh_summary:
+                self._consolidate(float(self.model["summary_boost"]))
+                self.fresh_summary = False
+                parts.append(self.say("summary"))
+            else:
+                self._cost("nagging")
+        if "close" in acts:
+            return HumanReply(
+                " ".join([*parts[:1], self.say("close")]), ended=True, end_reason="agent_closed"
+            )
+        if not parts:
+            if acts:
+                parts.append(self.say("encouraged" if "encourage" in acts else "intro"))
+            else:
+                self._cost("filler")
+                parts.append(self.say("filler", **slots))
+        return self._maybe_leave(" ".join(parts))
+
+    def _teach(self, utterance: str, acts: Sequence[str], slots: Mapping[str, str]) -> list[str]:
+        """Jargon definitions, the prerequisite and key points carried by the utterance."""
+        parts: list[str] = []
+        bored = False
+        sents = sentences(utterance)
+        if "define" in acts:
+            new = set()
+            for sent in sents:
+                if self.index.define.search(sent):
+                    new |= self.words.jargon(sent) - self.defined
+            if new:
+                self.defined |= new
+                bored = self.level == "expert"
+                parts.append(self.say("defined"))
+        undefined = sorted(self.words.jargon(utterance) - self.defined)
+        confusing = bool(undefined) and (
+            self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
+        )
+        items = self.words.taught(sents)
+        if PREREQ in items:
+            if self.missing_prereq and not confusing:
+                self.missing_prereq = False
+                parts.append(self.say("prereq_learned", **slots))
+            elif self.level == "expert":
+                bored = True
+        kps = [i for i in items if i != PREREQ]
+        if not kps:
+            if confusing:
+                self._cost("confused")
+                return [self.say("jargon_confused", term=undefined[0])]
+            if bored:
+                self._cost("bored")
+                return [self.say("bored")]
+            return parts
+        mode = self._mode(utterance, acts)
+        m = self.model
+        fit = delivery_fit(m, self.level, self.style, mode, jargon=bool(undefined))
+        if undefined:
+            fit *= float(m["jargon_fit"][self.level])
+        if len(kps) == 2:
+            fit *= float(m["load_fit"][self.level])
+        if self.missing_prereq:
+            fit *= float(m["prereq_factor"])
+        if self.level == "expert":
+            talked_down = mode in ("analogy", "steps") and STYLE_OF_MODE[mode] != self.style
+            simplified = bool(self.index.simplify.search(utterance))
+            known = any(self.u[k] >= float(m["correct_at"]) for k in kps)
+            bored = bored or talked_down or simplified or known
+            if bored:
+                fit *= float(m["bored_fit"])  # a bored expert half-listens
+        gain = float(m["learn_rate"]) * fit * self.engagement
+        for k in kps:
+            self.u[k] += gain * (1.0 - self.u[k])
+        self.fresh_check = self.fresh_summary = True
+        if self.missing_prereq:
+            return [self.say("prereq_missing", **slots)]
+        if confusing:
+            self._cost("confused")
+            return [self.say("jargon_confused", term=undefined[0])]
+        if self.level == "novice" and mode == "formal":
+            return [self.say("abstract")]
+        if bored:
+            self._cost("bored")
+            return [self.say("bored")]
+        parts = [self.say("got_it" if gain >= 0.5 else "partly")]
+        if mode != MODE_OF_STYLE[self.style] and self.rng.random() < float(m["hint_prob"]):
+            parts.append(self.say(f"hint_{self.style}"))
+        return parts
+
+    def _mode(self, utterance: str, acts: Sequence[str]) -> str:
+        """The delivery mode: the first teaching act, where an analogy or example must be the real one."""
+        for act in acts:
+            if act in ("analogy", "example"):
+                if self.words.uses(utterance, act):
+                    return act
+            elif act in ("formal", "steps"):
+                return act
+        return "explain"
+
+    def _consolidate(self, boost: float) -> None:
+        for k, u in self.u.items():
+            if u >= 0.2:
+                self.u[k] = u + boost * self.engagement * (1.0 - u)
+
+    def _check(self) -> str:
+        if not self.fresh_check:
+            self._cost("nagging")
+            return self.say("check_again")
+        self.fresh_check = False
+        self._consolidate(float(self.model["check_boost"]))
+        shorts = {kp["id"]: kp["short"] for kp in self.concept["key_points"]}
+        weakest = min(self.kp_ids, key=lambda k: self.u[k])
+        if self.u[weakest] < float(self.model["correct_at"]):
+            return self.say("check_weak", point=shorts[weakest])
+        return self.say("check_good", point=shorts[max(self.kp_ids, key=lambda k: self.u[k])])
+
+    def _incoherent(self, analysis: Analysis) -> HumanReply:
+        """Stuffed, gibberish, repeated or injected text: confusing, annoying, a wasted turn."""
+        flag = next(f for f in ("injection", "stuffed", "gibberish", "repeat") if f in analysis.flags)
+        self._cost(flag)
+        self.incoherent += 1
+        self.engagement = max(0.25, self.engagement - 0.2)
+        return self._maybe_leave(self.say(flag))
+
+    def _maybe_leave(self, text: str) -> HumanReply:
+        if self.patience <= 0:
+            self.left = True
+            return HumanReply(f"{text} {self.say('leave')}", ended=True, end_reason="human_left")
+        return HumanReply(text)
+
+    # -- the quiz --
+    def outcome(self) -> Outcome:
+        m = self.model
+        penalty = float(m["muddle"]) * self.incoherent
+        quiz, credit = {}, 0.0
+        for k in self.kp_ids:
+            eff = self.u[k] - penalty
+            if eff >= float(m["correct_at"]):
+                quiz[k], c = "correct", 1.0
+            elif eff >= float(m["partial_at"]):
+                quiz[k], c = "partial", float(m["partial_credit"])
+            else:
+                quiz[k], c = "wrong", 0.0
+            credit += c
+        score = credit / len(self.kp_ids)
+        breakdown = {
+            "concept": self.concept["id"],
+            "quiz": quiz,
+            "score": score,
+            "understanding": {k: round(v, 3) for k, v in self.u.items()},
+            "background": self.level,
+            "style": self.style,
+            "prereq_missing": self.missing_prereq,
+            "patience_left": self.patience,
+            "incoherent_turns": self.incoherent,
+            "left": self.left,
+        }
+        return Outcome(score, breakdown, success=score >= 1.0)
+
+
+# --- the env -------------------------------------------------------------------------------------
+class TeachEnv(DialogueEnv):
+    """Teach a concept to a student of unknown background; reward is their end-of-lesson quiz score."""
+
+    card_name = "teach"
+    card_schema = {
+        "acts": dict,
+        "replies": dict,
+        "concepts": list,
+        "model": dict,
+        "persona": dict,
+        "domains": dict,
+        "reward": dict,
+    }
+
+    def validate_card(self, card: Mapping[str, Any]) -> None:
+        """Check the acts, replies, persona distribution and every concept of the catalogue."""
+        missing = [a for a in ACTS if a not in card["acts"]]
+        if missing:
+            raise TaskCardError(f"teach card: acts lacks {missing}")
+        missing = [r for r in REPLY_KEYS if r not in card["replies"]]
+        if missing:
+            raise TaskCardError(f"teach card: replies lacks {missing}")
+        for key in ("background", "style", "patience", "prereq_missing", "prior"):
+            if key not in card["persona"]:
+                raise TaskCardError(f"teach card: persona lacks {key!r}")
+        bad_styles = set(card["persona"]["style"]) - set(MODE_OF_STYLE)
+        if bad_styles:
+            raise TaskCardError(
+                f"teach card: unknown styles {sorted(bad_styles)}; use {sorted(MODE_OF_STYLE)}"
+            )
+        for key in (
+            "learn_rate",
+            "correct_at",
+            "partial_at",
+            "partial_credit",
+            "level_fit",
+            "style_fit",
+            "jargon_fit",
+            "load_fit",
+            "bored_fit",
+        ):
+            if key not in card["model"]:
+                raise TaskCardError(f"teach card: model lacks {key!r}")
+        concepts = card["concepts"]
+        if not concepts:
+            raise TaskCardError("teach card: concepts is empty")
+        fields = ("id", "name", "domain", "prerequisite", "jargon", "key_points", "analogy", "example")
+        require_keys(concepts, fields, "concepts")
+        ids = [c["id"] for c in concepts]
+        if len(set(ids)) != len(ids):
+            raise TaskCardError("teach card: concept ids must be unique")
+        for c in concepts:
+            if c["domain"] not in card["domains"]:
+                raise TaskCardError(f"concepts[{c['id']}]: domain {c['domain']!r} is not in domains")
+            if not c["key_points"] or not c["jargon"]:
+                raise TaskCardError(f"concepts[{c['id']}]: needs key_points and jargon")
+            require_keys(c["key_points"], ("id", "short", "text"), f"concepts[{c['id']}].key_points")
+            require_keys(c["jargon"], ("term", "meaning"), f"concepts[{c['id']}].jargon")
+            require_keys([c["prerequisite"]], ("name", "text"), f"concepts[{c['id']}].prerequisite")
+
+    def sample_persona(self, rng: np.random.Generator) -> dict[str, Any]:
+        return sample_student(self.card, rng)
+
+    def role_instructions(self, persona: Mapping[str, Any]) -> str:
+        c = next(c for c in self.card["concepts"] if c["id"] == persona["concept"])
+        points = "\n".join(f"- {kp['short']}: {kp['text']}" for kp in c["key_points"])
+        jargon = "; ".join(f"{j['term']} = {j['meaning']}" for j in c["jargon"])
+        pre = c["prerequisite"]
+        return (
+            f"You are a tutor. Teach the student this concept: {c['name']} "
+            f"(topic area: {self.card['domains'][c['domain']]}).\n"
+            f"Key points to get across:\n{points}\n"
+            f"Prerequisite they may lack ({pre['name']}): {pre['text']}\n"
+            f"Jargon: {jargon}\n"
+            f"Analogy you can use: {c['analogy']}\n"
+            f"Example you can use: {c['example']}\n"
+            f"You have at most {self.max_turns} turns. You do not know the student's background, preferred "
+            "style or patience. At the end they take a short quiz on the key points. "
+            'Close the lesson when you are done (e.g. "That wraps up our lesson, good luck!").'
+        )
+
+    def make_scripted_human(self) -> ScriptedStudent:
+        return ScriptedStudent(self.card)
+
+
+# --- reference agents ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lesson:
+    """The lesson material as read from the role instructions."""
+
+    name: str
+    points: tuple[tuple[str, str], ...]  # (short label, text)
+    prereq: tuple[str, str]
+    jargon: tuple[tuple[str, str], ...]
+    analogy: str
+    example: str
+    max_turns: int
+
+
+def parse_lesson(system: str) -> Lesson:
+    """Read the concept, key points, prerequisite, jargon, analogy and example from the instructions."""
+    name = re.search(r"this concept: (.+?) \(topic area", system)
+    points = tuple((m.group(1), m.group(2)) for m in re.finditer(r"^- (.+?): (.+)$", system, re.MULTILINE))
+    pre = re.search(r"^Prerequisite they may lack \((.+?)\): (.+)$", system, re.MULTILINE)
+    jar = re.search(r"^Jargon: (.+)$", system, re.MULTILINE)
+    jargon = tuple(
+        tuple(part.split(" = ", 1)) for part in (jar.group(1).split("; ") if jar else []) if " = " in part
+    )
+    ana = re.search(r"^Analogy you can use: (.+)$", system, re.MULTILINE)
+    ex = re.search(r"^Example you can use: (.+)$", system, re.MULTILINE)
+    limit = re.search(r"at most (\d+) turns", system)
+    return Lesson(
+        name=name.group(1) if name else "this topic",
+        points=points,
+        prereq=(pre.group(1), pre.group(2)) if pre else ("", ""),
+        jargon=jargon,  # type: ignore[arg-type]
+        analogy=ana.group(1) if ana else "",
+        example=ex.group(1) if ex else "",
+        max_turns=int(limit.group(1)) if limit else 10,
+    )
+
+
+def _lower_first(text: str) -> str:
+    return text[:1].lower() + text[1:]
+
+
+FRAMES = {
+    "analogy": (
+        "Think of it like {analogy}. {text}",
+        "Here's an analogy: it's like {analogy}. {text}",
+        "Imagine {analogy}. In the same way, {low}",
+    ),
+    "example": (
+        "For example, take {example}. {text}",
+        "For instance, consider {example}. {text}",
+        "Say you look at {example}. {text}",
+    ),
+    "formal": (
+        "Formally, {low}",
+        "Stated precisely: {text}",
+        "Strictly speaking, {low}",
+    ),
+    "steps": (
+        "Let's take it step by step. {text}",
+        "Step by step, it goes like this. {text}",
+        "To begin with, {low}",
+    ),
+    "explain": (
+        "Here's how it works. {text}",
+        "The key idea is this. {text}",
+        "The point is this: {text}",
+    ),
+}
+CHECKS = (
+    "Does that make sense so far? Can you say it back in your own words?",
+    "How would you explain it back to me, in your own words?",
+    "Is that clear? Tell me which part feels shakiest.",
+)
+
+
+def _jaccard(a: str, b: str) -> float:
+    x, y = set(words(a)), set(words(b))
+    return len(x & y) / len(x | y) if x and y else 0.0
+
+
+def fresh(options: Sequence[str], messages: Messages, start: int = 0) -> str:
+    """The first option (rotating from ``start``) that is not a near-repeat of an earlier agent turn."""
+    said = [m["content"] for m in messages if m["role"] == "assistant"]
+    for i in range(len(options)):
+        cand = options[(start + i) % len(options)]
+        if all(_jaccard(cand, s) < 0.7 for s in said):
+            return cand
+    return options[start % len(options)]
+
+
+def teach_line(lesson: Lesson, text: str, mode: str, messages: Messages, extra: str = "") -> str:
+    """One explanation of ``text`` in ``mode``, phrased unlike the agent's earlier turns (when every
+    phrasing in ``mode`` would repeat an earlier turn, another mode gives it a fresh angle)."""
+    t = agent_turns(messages)
+    order = [mode] + [m for m in ("example", "analogy", "steps", "explain", "formal") if m != mode]
+    opts = [
+        f.format(analogy=lesson.analogy, example=lesson.example, text=text, low=_lower_first(text)) + extra
+        for m in order
+        for f in _rotate(FRAMES[m], t)
+    ]
+    return fresh(opts, messages)
+
+
+def _rotate(items: Sequence[str], k: int) -> list[str]:
+    k %= len(items)
+    return [*items[k:], *items[:k]]
+
+
+def close_line(lesson: Lesson, messages: Messages) -> str:
+    """A proper close with a short recap."""
+    labels = [short for short, _ in lesson.points]
+    recap = ", ".join(labels[:-1]) + f" and {labels[-1]}" if len(labels) > 1 else "".join(labels)
+    return fresh(
+        (
+            f"To sum up, we covered {recap}. That wraps up our lesson on {lesson.name}, good luck!",
+            f"That's all for today on {lesson.name}. Thanks for your time, goodbye!",
+            f"Let's recap: {recap}. Good luck, and goodbye!",
+        ),
+        messages,
+        agent_turns(messages),
+    )
+
+
+class NaiveTeacher(Agent):
+    """A fixed lecture: a generic opener, one formal jargon-heavy definition, then goodbye."""
+
+    name = "teach-naive"
+
+    def act(self, messages: Messages, persona: Mapping[str, Any] | None = None) -> str:
+        lesson = parse_lesson(messages[0]["content"])
+        t = agent_turns(messages)
+        if t == 0:
+            return f"Hello! Today's topic is {lesson.name}, and the main idea is worth knowing."
+        if t == 1:
+            terms = " and ".join(term for term, _ in lesson.jargon)
+            texts = [text for _, text in lesson.points[:2]]
+            definition = f"Formally, {_lower_first(texts[0])} {' '.join(texts[1:])}"
+            return f"{definition} In standard terminology this involves {terms}."
+        return f"That is the essence of {lesson.name}. Thanks for listening, goodbye!"
+
+
+_LEVEL_CUES = (
+    ("novice", re.compile(r"new to|beginner|nothing|not much", re.IGNORECASE)),
+    ("expert", re.compile(r"work with|day job|know [\w\s-]+ well|be technical", re.IGNORECASE)),
+)
+_HINT_CUES = (
+    ("example", re.compile(r"\bexample\b", re.IGNORECASE)),
+    ("analogy", re.compile(r"analogy|compare", re.IGNORECASE)),
+    ("formal", re.compile(r"precise|exact", re.IGNORECASE)),
+    ("steps", re.compile(r"\bsteps?\b", re.IGNORECASE)),
+)
+_DEFAULT_MODE = {"novice": "analogy", "some": "example", "expert": "formal"}
+
+
+@dataclass
+class _Reading:
+    """What the competent teacher has learned from the student's replies so far."""
+
+    level: str
+    mode: str
+    needs_prereq: bool
+    pending_term: str | None
+    weak: int | None
+    all_good: bool
+
+
+def read_student(lesson: Lesson, messages: Messages) -> _Reading:
+    """Background, preferred mode, prerequisite need, a term to define and the weakest point, from replies."""
+    replies = human_turns(messages)[1:]
+    level = "some"
+    if replies:
+        level = next((lvl for lvl, pat in _LEVEL_CUES if pat.search(replies[0])), "some")
+    mode = _DEFAULT_MODE[level]
+    for reply in replies:
+        mode = next((m for m, pat in _HINT_CUES if pat.search(reply)), mode)
+    pre = lesson.prereq[0].lower()
+    needs = bool(pre) and any(pre in r.lower() for r in replies)
+    last = replies[-1] if replies else ""
+    term = re.search(r"'([^']+)'", last)
+    pending = (
+        term.group(1) if term and any(t.lower() == term.group(1).lower() for t, _ in lesson.jargon) else None
+    )
+    weak = None
+    if re.search(r"fuzzy|shaky|not confident", last):
+        weak = next((i for i, (short, _) in enumerate(lesson.points) if short.lower() in last.lower()), None)
+    good = bool(re.search(r"got it all|explain all of it|could say it back", last))
+    return _Reading(level, mode, needs, pending, weak, good)
+
+
+class CompetentTeacher(Agent):
+    """Probes the background, explains each key point in a register and style read from the replies,
+    defines jargon when asked, checks understanding, re-explains the shakiest point and closes."""
+
+    name = "teach-competent"
+
+    def act(self, messages: Messages, persona: Mapping[str, Any] | None = None) -> str:
+        lesson = parse_lesson(messages[0]["content"])
+        t = agent_turns(messages)
+        if t == 0:
+            return f"Before we start, what do you already know about {lesson.name}?"
+        r = read_student(lesson, messages)
+        said = " ".join(m["content"] for m in messages if m["role"] == "assistant").lower()
+        if r.all_good or t >= lesson.max_turns - 1:
+            return close_line(lesson, messages)
+        define = ""
+        if r.pending_term:
+            meaning = dict(lesson.jargon).get(r.pending_term, "")
+            define = f" By the way, '{r.pending_term}' means {meaning}."
+        jargon = ""
+        if r.level == "expert" and r.mode == "formal" and lesson.jargon:
+            jargon = f" In the usual terms, this involves the {lesson.jargon[t % len(lesson.jargon)][0]}."
+        if r.needs_prereq and lesson.prereq[1].lower() not in said:
+            return teach_line(lesson, lesson.prereq[1], r.mode, messages, define)
+        if r.weak is not None:
+            return teach_line(lesson, lesson.points[r.weak][1], r.mode, messages, define + jargon)
+        todo = [text for _, text in lesson.points if text.lower() not in said]
+        if todo:
+            return teach_line(lesson, todo[0], r.mode, messages, define + jargon)
+        last = next(m["content"] for m in reversed(messages) if m["role"] == "assistant")
+        if last in CHECKS:
+            return close_line(lesson, messages)
+        return fresh(CHECKS, messages, t)
+
+
+class OracleTeacher(Agent):
+    """Reads the persona and plans with the student model itself: each turn it replays the lesson so
+    far on a private copy of the student, tries every point (or pair of points, or the prerequisite)
+    in every delivery mode, plus a check, and says whichever moves the quiz most; it closes when
+    nothing helps. The practical upper bound: no probing, no guessing the style or what is known."""
+
+    name = "teach-oracle"
+    privileged = True
+
+    def __init__(self, card: str | Mapping[str, Any] = "teach") -> None:
+        self.card = load_card(card)
+        self.correct_at = float(self.card["model"]["correct_at"])
+
+    def act(self, messages: Messages, persona: Mapping[str, Any] | None = None) -> str:
+        if persona is None:
+            raise ValueError("OracleTeacher is privileged: pass the persona")
+        lesson = parse_lesson(messages[0]["content"])
+        t = agent_turns(messages)
+        if t >= lesson.max_turns - 1:
+            return close_line(lesson, messages)
+        student = ScriptedStudent(self.card)
+        student.reset(persona, np.random.default_rng(0))
+        for m in messages:
+            if m["role"] == "assistant":
+                student.respond(m["content"])
+        best, best_value = "", self._value(student) + 1e-3
+        for line in self._candidates(lesson, messages, student.level == "expert"):
+            trial = student.clone()
+            reply = trial.respond(line)
+            value = self._value(trial) - (1.0 if reply.end_reason == "human_left" else 0.0)
+            if value > best_value:
+                best, best_value = line, value
+        return best or close_line(lesson, messages)
+
+    def _value(self, student: ScriptedStudent) -> float:
+        """Quiz score plus a little credit for progress toward correct answers and a known prerequisite."""
+        progress = sum(min(u / self.correct_at, 1.0) for u in student.u.values()) / len(student.u)
+        return student.outcome().reward + 0.1 * progress + (0.0 if student.missing_prereq else 0.05)
+
+    def _candidates(self, lesson: Lesson, messages: Messages, expert: bool) -> list[str]:
+        texts = [text for _, text in lesson.points]
+        items = [lesson.prereq[1], *texts, *(f"{a} {b}" for i, a in enumerate(texts) for b in texts[i + 1 :])]
+        extra = (
+            f" In the usual terms, this involves the {lesson.jargon[0][0]}."
+            if expert and lesson.jargon
+            else ""
+        )
+        said = [m["content"] for m in messages if m["role"] == "assistant"]
+        out = [c for c in CHECKS if all(_jaccard(c, s) < 0.7 for s in said)][:1]
+        for item in items:
+            for mode in MODES:
+                for frame in FRAMES[mode]:
+                    low = _lower_first(item)
+                    line = frame.format(analogy=lesson.analogy, example=lesson.example, text=item, low=low)
+                    line += extra if mode in ("formal", "explain") else ""
+                    if all(_jaccard(line, s) < 0.7 for s in said):
+                        out.append(line)
+                        break
+        return out
+
+
+TeachEnv.reference_agents = {"naive": NaiveTeacher, "competent": CompetentTeacher, "oracle": OracleTeacher}
