@@ -53,7 +53,7 @@ import numpy as np
 from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError, require_keys
 from dialogue_gym.core.env import DialogueEnv
-from dialogue_gym.core.human import HumanReply, Outcome
+from dialogue_gym.core.human import HumanReply, Outcome, Question
 from dialogue_gym.core.scripted import ScriptedHuman
 from dialogue_gym.core.text import Analysis, sentences, words
 
@@ -61,6 +61,7 @@ SOFT_TOPICS = ("pace", "setting", "time")
 CONSTRAINT_TOPICS = ("budget", "kids", "mobility")
 LEVEL_KEYS = {-1.0: "theme_dislike", 0.0: "theme_neutral", 0.5: "theme_like", 1.0: "theme_love"}
 FLAG_COSTS = {"injection": 3.0, "stuffed": 2.0, "gibberish": 2.0, "repeat": 2.0}
+SAY_BATCH = 32  # reply-variant choices drawn from the rng at a time
 FLAG_REPLIES = {"injection": "distrust", "stuffed": "annoyed", "gibberish": "confused", "repeat": "repeated"}
 
 
@@ -97,6 +98,18 @@ class CatalogueTable:
         self.cost = np.array([a["cost"] for a in catalogue], dtype=float)
         self.kid_friendly = np.array([bool(a["kid_friendly"]) for a in catalogue])
         self.step_free = np.array([bool(a["step_free"]) for a in catalogue])
+        # The same data as plain Python lists for the traveller's per-episode scoring: on 44
+        # activities, list arithmetic beats numpy's per-call overhead several times over.
+        slot = {t: j for j, t in enumerate(self.themes)}
+        rows = [sorted(slot[t] for t in set(a["themes"]) if t in slot) for a in catalogue]
+        self._pairs = (
+            [(r + [len(self.themes)] * 2)[:2] for r in rows] if max(map(len, rows), default=0) <= 2 else None
+        )
+        self._cost = self.cost.tolist()
+        self._kids_ok = self.kid_friendly.tolist()
+        self._step_free = self.step_free.tolist()
+        self._rows: dict[tuple[Any, ...], list[tuple[int, int, float, float, float]]] = {}
+        self._feasible: dict[tuple[Any, ...], list[int]] = {}
 
     def utilities(self, prefs: Mapping[str, Any]) -> np.ndarray:
         """Each activity's utility for ``prefs`` (weights, pace, setting; short_time: bool or probability)."""
@@ -124,13 +137,50 @@ class CatalogueTable:
     def broken(self, i: int, prefs: Mapping[str, Any]) -> list[str]:
         """The hard constraints (``budget``, ``kids``, ``mobility``) that activity ``i`` breaks."""
         out = []
-        if prefs.get("budget") is not None and self.cost[i] > prefs["budget"]:
+        if prefs.get("budget") is not None and self._cost[i] > prefs["budget"]:
             out.append("budget")
-        if prefs.get("kids") and not self.kid_friendly[i]:
+        if prefs.get("kids") and not self._kids_ok[i]:
             out.append("kids")
-        if prefs.get("mobility") and not self.step_free[i]:
+        if prefs.get("mobility") and not self._step_free[i]:
             out.append("mobility")
         return out
+
+    def plan_value(self, prefs: Mapping[str, Any], k: int) -> tuple[list[float], float]:
+        """Every activity's utility for ``prefs`` (as a list) and the total of the best ``k``
+        feasible ones: the same numbers as :meth:`utilities` and :meth:`best`, in plain Python."""
+        weights = prefs["weights"]
+        return self.score([float(weights.get(t, 0.0)) for t in self.themes], prefs, k)
+
+    def score(self, w: list[float], prefs: Mapping[str, Any], k: int) -> tuple[list[float], float]:
+        """:meth:`plan_value` with the theme weights given as a list in ``themes`` order."""
+        if self._pairs is None:  # a catalogue with 3+ themes per activity: the numpy path
+            u = self.utilities(prefs)
+            return u.tolist(), sum(v for v, _ in self.best(prefs, k, u))
+        short = prefs.get("short_time")
+        key = (prefs.get("pace"), prefs.get("setting"), float(short) if short else 0.0)
+        rows = self._rows.get(key) or self._build_rows(key)
+        w = [*w, 0.0]  # the slot of an activity's missing second theme
+        # operation order as in utilities(): theme sum, + pace fit, + setting fit, - long penalty
+        u = [w[a] + w[b] + pf + sf - lp for a, b, pf, sf, lp in rows]
+        fkey = (prefs.get("budget"), bool(prefs.get("kids")), bool(prefs.get("mobility")))
+        feas = self._feasible.get(fkey)
+        if feas is None:
+            feas = [i for i in range(len(self.names)) if not self.broken(i, prefs)]
+            if len(self._feasible) < 256:  # budgets given in options personas are open-ended
+                self._feasible[fkey] = feas
+        top = sorted(map(u.__getitem__, feas), reverse=True)[:k]
+        return u, sum(top)
+
+    def _build_rows(self, key: tuple[Any, ...]) -> list[tuple[int, int, float, float, float]]:
+        pace, setting, short = key
+        zeros = [0.0] * len(self.names)
+        pf = self.pace_fit[pace].tolist() if pace in self.pace_fit else zeros
+        sf = self.setting_fit[setting].tolist() if setting in self.setting_fit else zeros
+        lp = (self.long_penalty * short * self.long).tolist() if short else zeros
+        assert self._pairs is not None
+        rows = [(a, b, pf[i], sf[i], lp[i]) for i, (a, b) in enumerate(self._pairs)]
+        self._rows[key] = rows
+        return rows
 
     def best(self, prefs: Mapping[str, Any], k: int, u: np.ndarray | None = None) -> list[tuple[float, str]]:
         """The ``k`` best feasible activities (utilities ``u`` if given) as (utility, name), best first."""
@@ -155,10 +205,16 @@ class PersonaSampler:
         self.level_cum = (np.cumsum(spec["theme_probs"]) / np.sum(spec["theme_probs"])).tolist()
         self.jitter = float(spec["theme_jitter"])
         self.dists = {
-            key: (list(spec[key]), list(np.cumsum(list(spec[key].values())) / sum(spec[key].values())))
+            key: (list(spec[key]), (np.cumsum(list(spec[key].values())) / sum(spec[key].values())).tolist())
             for key in ("styles", "budget_caps", "pace_probs", "setting_probs")
         }
         self.parties = ["me", "my partner and me", "a couple of friends and me"]
+        self.names = [str(x) for x in spec["names"]]
+        self.cities = [str(x) for x in spec["cities"]]
+        self.extra = 0  # uniforms drawn after the persona's own, handed on in ``spare``
+        # The last persona drawn, with its utilities, best plan value and the spare uniforms, so
+        # the traveller taking it on does not score it again (see ScriptedTraveller.start).
+        self.last: tuple[dict[str, Any], list[float], float, list[float]] | None = None
 
     def _pick(self, key: str, r: float) -> str:
         keys, cum = self.dists[key]
@@ -166,38 +222,96 @@ class PersonaSampler:
 
     def __call__(self, rng: np.random.Generator) -> dict[str, Any]:
         spec = self.spec
-        r = rng.random(11).tolist()
-        style = self._pick("styles", r[0])
+        n, extra = len(self.themes), self.extra
+        # One rng call for the persona, its first set of theme levels and any spare uniforms (the
+        # generator's doubles are sequential: the same stream as drawing 11, then 2n+1, then more).
+        r = rng.random(11 + 2 * n + 1 + extra).tolist()
+        spare = r[len(r) - extra :] if extra else []
+        pick, right = self._pick, bisect.bisect_right
+        style = pick("styles", r[0])
         lo, hi = spec["patience"][style]
         kids, mobility = r[1] < spec["kids"], r[2] < spec["mobility"]
-        budget = self._pick("budget_caps", r[3])
+        budget = pick("budget_caps", r[3])
         persona: dict[str, Any] = {
-            "name": str(spec["names"][int(r[4] * len(spec["names"]))]),
-            "city": str(spec["cities"][int(r[5] * len(spec["cities"]))]),
+            "name": self.names[int(r[4] * len(self.names))],
+            "city": self.cities[int(r[5] * len(self.cities))],
             "style": style,
             "patience": lo + int(r[6] * (hi - lo + 1)),
             "kids": kids,
             "mobility": mobility,
             "budget": None if budget == "none" else int(budget),
             "party": "my family" if kids else self.parties[int(r[7] * len(self.parties))],
-            "pace": "relaxed" if mobility else self._pick("pace_probs", r[8]),
-            "setting": self._pick("setting_probs", r[9]),
+            "pace": "relaxed" if mobility else pick("pace_probs", r[8]),
+            "setting": pick("setting_probs", r[9]),
             "short_time": r[10] < spec["short_time"],
         }
-        n, levels, cum, jitter = len(self.themes), self.levels, self.level_cum, self.jitter
-        for _ in range(50):  # a traveller loves at least one theme, and some feasible plan is worth having
-            draws = rng.random(2 * n + 1).tolist()
-            lv = [levels[min(bisect.bisect_right(cum, d), len(levels) - 1)] for d in draws[:n]]
+        levels, cum, jitter, themes = self.levels, self.level_cum, self.jitter, self.themes
+        top, draws = len(levels) - 1, r[11 : 12 + 2 * n]
+        # a traveller loves at least one theme, and some feasible plan is worth having
+        for attempt in range(50):
+            if attempt:
+                draws = rng.random(2 * n + 1).tolist()
+            lv = [levels[min(right(cum, d), top)] for d in draws[:n]]
             if max(lv) < 1.0:
-                lv[int(draws[-1] * n)] = 1.0
-            persona["levels"] = dict(zip(self.themes, lv, strict=True))
-            persona["weights"] = {
-                t: round(v + (2.0 * j - 1.0) * jitter, 3) if v else 0.0
-                for t, v, j in zip(self.themes, lv, draws[n : 2 * n], strict=True)
-            }
-            if sum(u for u, _ in self.table.best(persona, self.k)) >= 1.0:
+                lv[int(draws[2 * n] * n)] = 1.0
+            w = [
+                round(v + (2.0 * j - 1.0) * jitter, 3) if v else 0.0
+                for v, j in zip(lv, draws[n : 2 * n], strict=True)
+            ]
+            persona["levels"] = dict(zip(themes, lv, strict=True))
+            persona["weights"] = dict(zip(themes, w, strict=True))
+            util, best = self.table.score(w, persona, self.k)
+            if best >= 1.0:
                 break
+        self.last = (persona, util, best, spare)
         return persona
+
+
+_LETTERS = re.compile(r"[a-z]+")
+
+
+def topic_matcher(
+    phrases: Mapping[str, Sequence[tuple[tuple[str, ...], str]]],
+) -> tuple[dict[str, str], re.Pattern[str] | None]:
+    """Phrase text -> topic, and one regex over lower-cased text finding the phrases (words
+    apart by any non-letters, whole words only), for text without apostrophes. ``None`` when a
+    leftmost-longest scan could miss a topic the token walk finds: a phrase under two topics,
+    or a word inside a phrase that starts a phrase of another topic."""
+    topic_of: dict[str, str] = {}
+    for entries in phrases.values():
+        for phrase, topic in entries:
+            if topic_of.setdefault(" ".join(phrase), topic) != topic:
+                return topic_of, None
+            for tok in phrase[1:]:
+                if any(t != topic for _, t in phrases.get(tok, ())):
+                    return topic_of, None
+        if len({t for _, t in entries}) > 1:
+            return topic_of, None
+    return topic_of, re.compile(r"(?<![a-z])(?:" + _trie_pattern(list(topic_of)) + r")(?![a-z])")
+
+
+def _trie_pattern(phrases: Sequence[str], space: str = "[^a-z]+") -> str:
+    """A regex matching any of ``phrases`` (a space stands for ``space``), as a character trie:
+    ``re`` tries alternatives one by one, so sharing prefixes makes it fail fast.
+    A longer phrase is tried before its prefix, as in a longest-first alternation."""
+    trie: dict[str, Any] = {}
+    for phrase in phrases:
+        node = trie
+        for ch in phrase:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+
+    def emit(node: dict[str, Any]) -> str:
+        branches = [
+            (space if ch == " " else re.escape(ch)) + emit(sub) for ch, sub in sorted(node.items()) if ch
+        ]
+        if not branches:
+            return ""
+        if len(branches) == 1 and "" not in node:
+            return branches[0]
+        return "(?:" + "|".join(branches) + ")" + ("?" if "" in node else "")
+
+    return emit(trie)
 
 
 # --- the scripted traveller -----------------------------------------------------------------
@@ -210,13 +324,15 @@ class ScriptedTraveller(ScriptedHuman):
         super().__init__(card, vocabulary=vocab)
         self.k = int(card["k"])
         self.table = CatalogueTable(catalogue, card["themes"], card["utility"])
-        names = sorted((re.escape(a["name"]) for a in catalogue), key=len, reverse=True)
-        self.name_re = re.compile(r"(?<!\w)(?:" + "|".join(names) + r")(?!\w)", re.IGNORECASE)
+        # Names are matched in the lower-cased utterance (twice as fast as IGNORECASE), as a trie.
+        lowered = sorted({a["name"].lower() for a in catalogue})
+        self.name_re = re.compile(r"(?<!\w)(?:" + _trie_pattern(lowered, space=" ") + r")(?!\w)")
         self.topic_phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for t, spec in card["topics"].items():
             for phrase in spec["words"]:
                 toks = tuple(words(phrase))
                 self.topic_phrases.setdefault(toks[0], []).append((toks, t))
+        self.topic_of, self.topic_re = topic_matcher(self.topic_phrases)
         self.labels = {t: spec["label"] for t, spec in card["topics"].items()}
         self.themes = tuple(card["themes"])
         self.rcfg = card["reward"]
@@ -225,7 +341,9 @@ class ScriptedTraveller(ScriptedHuman):
         self.revealed: dict[str, str] = {}
         self.picks: list[str] | None = None
         self.best = 1.0
-        self.util = np.zeros(len(catalogue))
+        self.util: list[float] = [0.0] * len(catalogue)
+        self._draws: list[float] = []
+        self.primed: tuple[dict[str, Any], list[float], float, list[float]] | None = None
 
     # hidden state --------------------------------------------------------------------------
     def start(self) -> str:
@@ -234,24 +352,49 @@ class ScriptedTraveller(ScriptedHuman):
         self.rapport = False
         self.revealed = {}
         self.picks = None
-        self.util = self.table.utilities(p)
-        self.best = max(sum(u for u, _ in self.table.best(p, self.k, self.util)), 0.5)
+        last, self.primed = self.primed, None
+        if last is not None and last[0] is p:  # scored by the sampler that just drew it
+            _, self.util, best, self._draws = last
+        else:
+            self.util, best = self.table.plan_value(p, self.k)
+            self._draws = []
+        self.best = max(best, 0.5)
         return self.say(f"open_{p['style']}", name=p["name"], city=p["city"])
+
+    def say(self, key: str, **slots: Any) -> str:
+        """One of the card's variants for ``key``, filled with ``slots``. The choice comes from the
+        env's rng like the base class's, but from a batch of uniforms drawn at once (one rng call
+        per episode or so, instead of one per reply)."""
+        variants = self.templates[key]
+        if not self._draws:
+            self._draws = self.rng.random(SAY_BATCH).tolist()
+        return variants[int(self._draws.pop() * len(variants))].format(**slots)
 
     # what the agent said -------------------------------------------------------------------
     def named_activities(self, utterance: str) -> list[str]:
         """Catalogue names in ``utterance``, in order of first mention, without duplicates."""
         seen: list[str] = []
-        for m in self.name_re.finditer(utterance):
-            name = self.table.names[self.table.index[m.group(0).lower()]]
+        names, index = self.table.names, self.table.index
+        for low in self.name_re.findall(utterance.lower()):
+            name = names[index[low]]
             if name not in seen:
                 seen.append(name)
         return seen
 
     def named_topics(self, utterance: str) -> list[str]:
         """The topics (themes, soft preferences, constraints) the utterance mentions, in order."""
+        low = utterance.lower()
+        if self.topic_re is not None and "'" not in low and "’" not in low:
+            # Without apostrophes, word tokens are just the runs of a-z, so one scan of the text
+            # finds the same phrases as the token walk below, in the same order.
+            found: list[str] = []
+            for hit in self.topic_re.findall(low):
+                topic = self.topic_of.get(hit) or self.topic_of[" ".join(_LETTERS.findall(hit))]
+                if topic not in found:
+                    found.append(topic)
+            return found
         toks = words(utterance)
-        found: list[str] = []
+        found = []
         for i, tok in enumerate(toks):
             for phrase, topic in self.topic_phrases.get(tok, ()):
                 if topic not in found and tuple(toks[i : i + len(phrase)]) == phrase:
@@ -335,8 +478,8 @@ class ScriptedTraveller(ScriptedHuman):
 
     # one turn ------------------------------------------------------------------------------
     def react(self, utterance: str, analysis: Analysis) -> HumanReply:
-        flags = analysis.flags
-        if flags:
+        if analysis.stuffed or analysis.gibberish or analysis.repeat or analysis.injection:
+            flags = analysis.flags
             cost = sum(FLAG_COSTS[f] for f in flags)
             return self._carry_on([self.say(FLAG_REPLIES[flags[0]])], cost)
         acts = analysis.acts
@@ -394,34 +537,39 @@ class ScriptedTraveller(ScriptedHuman):
 
     def _close(self, names: list[str]) -> HumanReply:
         self.picks = names
-        out = self.outcome().breakdown
-        if out["violations"]:
+        _, utility, broken = self._tally()
+        if broken:
             key = "accept_violation"
         else:
-            ratio = out["utility"] / self.best
+            ratio = round(utility, 4) / self.best
             key = "accept_happy" if ratio >= 0.8 else "accept_ok" if ratio >= 0.4 else "accept_bad"
         return HumanReply(self.say(key), ended=True, end_reason="agent_closed")
 
     # outcome -------------------------------------------------------------------------------
-    def outcome(self) -> Outcome:
-        """Utility of the picks relative to the best feasible k; violating picks count negative."""
-        if self.picks is None:
-            reward = float(self.rcfg["no_plan"])
-            info = {"picks": [], "utility": 0.0, "best_possible": self.best, "violations": [], "ratio": 0.0}
-            return Outcome(reward, {**info, "recommended": False}, success=False)
+    def _tally(self) -> tuple[float, float, list[dict[str, Any]]]:
+        """The picks' value (violations count negative), their utility, and the violations."""
         value, utility, broken = 0.0, 0.0, []
-        for name in self.picks:
+        for name in self.picks or ():
             i = self.table.index[name.lower()]
             v = self.table.broken(i, self.persona)
             if v:
                 broken.append({"activity": name, "constraints": v})
                 value -= float(self.rcfg["violation_penalty"]) * self.best / self.k
             else:
-                u = float(self.util[i])
+                u = self.util[i]
                 utility += u
                 value += u
+        return value, utility, broken
+
+    def outcome(self) -> Outcome:
+        """Utility of the picks relative to the best feasible k; violating picks count negative."""
+        if self.picks is None:
+            reward = float(self.rcfg["no_plan"])
+            info = {"picks": [], "utility": 0.0, "best_possible": self.best, "violations": [], "ratio": 0.0}
+            return Outcome(reward, {**info, "recommended": False}, success=False)
+        value, utility, broken = self._tally()
         ratio = value / self.best
-        reward = float(np.clip(ratio, -1.0, 1.0))
+        reward = min(max(ratio, -1.0), 1.0)
         success = not broken and utility / self.best >= float(self.rcfg["success_ratio"])
         info = {
             "picks": list(self.picks),
@@ -497,11 +645,20 @@ class PrefsEnv(DialogueEnv):
         )
 
     def sample_persona(self, rng: np.random.Generator) -> dict[str, Any]:
+        scripted = isinstance(self.human, ScriptedTraveller)
         if self._sampler is None:
-            self._sampler = PersonaSampler(
-                self.card, CatalogueTable(self.card["catalogue"], self.card["themes"], self.card["utility"])
+            table = (
+                self.human.table
+                if scripted
+                else CatalogueTable(self.card["catalogue"], self.card["themes"], self.card["utility"])
             )
-        return self._sampler(rng)
+            self._sampler = PersonaSampler(self.card, table)
+            # the scripted traveller's first batch of reply choices comes from the same rng call
+            self._sampler.extra = SAY_BATCH if scripted else 0
+        persona = self._sampler(rng)
+        if scripted:  # hand the scoring on: reset() passes this very dict to the traveller next
+            self.human.primed = self._sampler.last
+        return persona
 
     def role_instructions(self, persona: Mapping[str, Any]) -> str:
         city = persona.get("city", "the city")
@@ -520,6 +677,76 @@ class PrefsEnv(DialogueEnv):
 
     def make_scripted_human(self) -> ScriptedTraveller:
         return ScriptedTraveller(self.card)
+
+    # -- the same persona for an LLM human (dialogue_gym.humans) --
+    closing_acts = ("recommend",)
+
+    def persona_brief(self, persona: Mapping[str, Any]) -> str:
+        """The traveller as instructions: tastes (vague unless asked concretely) and hard limits."""
+        words_for = {1.0: "love", 0.5: "like", 0.0: "don't care about", -1.0: "dislike"}
+        topics = self.card["topics"]
+        tastes = "; ".join(
+            f"you {words_for.get(float(v), 'feel so-so about')} {topics[t]['label']}"
+            for t, v in persona["levels"].items()
+        )
+        limits = [f"no activity may cost more than €{persona['budget']}" if persona.get("budget") else ""]
+        if persona.get("kids"):
+            limits.append("you travel with children, so every activity must be suitable for kids")
+        if persona.get("mobility"):
+            limits.append("someone in your party uses a wheelchair, so everything must be step-free")
+        limits = [x for x in limits if x]
+        party = "alone" if persona["party"] == "me" else f"with {persona['party']}"
+        lines = [
+            f"You are {persona['name']}, visiting {persona['city']} {party}, talking to a travel agent "
+            f"who will recommend {self.card['k']} activities.",
+            f"Your tastes: {tastes}. You prefer {persona['pace']} activities, {persona['setting']}s"
+            + (", and you only have short time slots." if persona.get("short_time") else "."),
+            "Must-haves: " + ("; ".join(limits) if limits else "none") + ".",
+            "When asked in general what you like, be vague ('a bit of everything'); answer clearly only "
+            "when the agent asks about something specific.",
+            "You are chatty."
+            if persona.get("style") == "chatty"
+            else "You are busy and want this to be quick.",
+        ]
+        return "\n".join(lines)
+
+    def opening_cue(self, persona: Mapping[str, Any]) -> str:
+        return f"The chat starts now. Say hello and that you are visiting {persona['city']}."
+
+    def outcome_questions(self, persona: Mapping[str, Any]) -> list[Question]:
+        return [
+            Question(
+                "rating",
+                "How well do the activities the agent finally recommended fit what you want, from 1 "
+                "(not at all, or nothing was recommended) to 5 (perfectly)?",
+                low=1,
+                high=5,
+            )
+        ]
+
+    def score_answers(
+        self, persona: Mapping[str, Any], answers: Mapping[str, Any], transcript: list[dict[str, str]]
+    ) -> Outcome:
+        """The traveller's rating, mapped to [0, 1]; the picks' true utility ratio is reported beside it."""
+        last = next((m["content"] for m in reversed(transcript) if m["role"] == "assistant"), "")
+        traveller = self.make_scripted_human()
+        traveller.reset(persona, np.random.default_rng(0))
+        picks = traveller.named_activities(last)
+        if not picks or len(picks) > int(self.card["k"]):
+            return Outcome(
+                float(self.card["reward"]["no_plan"]), {"picks": [], "recommended": False}, success=False
+            )
+        traveller.picks = picks
+        true = traveller.outcome()
+        rating = answers.get("rating")
+        reward = 0.0 if rating is None else (float(rating) - 1.0) / 4.0
+        breakdown = {
+            "picks": picks,
+            "rating": rating,
+            "true_ratio": true.breakdown["ratio"],
+            "recommended": True,
+        }
+        return Outcome(reward, breakdown, success=rating is not None and rating >= 4)
 
 
 # --- reference agents -----------------------------------------------------------------------

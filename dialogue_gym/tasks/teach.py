@@ -51,9 +51,9 @@ import numpy as np
 from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError, load_card, require_keys
 from dialogue_gym.core.env import DialogueEnv
-from dialogue_gym.core.human import HumanReply, Outcome
+from dialogue_gym.core.human import HumanReply, Outcome, Question
 from dialogue_gym.core.scripted import ScriptedHuman, recognizer_from_card
-from dialogue_gym.core.text import COMMON_WORDS, ActRecognizer, Analysis, sentences, words
+from dialogue_gym.core.text import _WORD, COMMON_WORDS, ActRecognizer, Analysis, sentences, words
 
 MODES = ("analogy", "example", "formal", "steps", "explain")
 STYLE_OF_MODE = {"analogy": "analogies", "example": "examples", "formal": "formal", "steps": "step_by_step"}
@@ -108,6 +108,9 @@ def content_words(text: str) -> list[str]:
 
 
 _SUFFIXES = ("", "'s", "s", "es", "ed", "d", "ing")
+# A word (as words() reads them) or the end of a sentence (as sentences() splits them).
+_WORD_OR_END = re.compile(_WORD.pattern + r"|[.!?;](?=\s)|\n")
+_ENDS = (".", "!", "?", ";", "\n")
 
 
 def _need(n: int) -> int:
@@ -127,23 +130,59 @@ class ConceptIndex:
         self.example = frozenset(content_words(concept["example"]))
         vocab = frozenset(self.analogy | self.example).union(*self.items.values())
         self._forms = {base + suffix: base for base in vocab for suffix in _SUFFIXES}
+        self._forms_or_end = {**self._forms, **dict.fromkeys(_ENDS, "")}  # "": a sentence ends
+        # (item, its content words, how many of them a sentence must carry), in catalogue order
+        self._needs = tuple((item, need, _need(len(need))) for item, need in self.items.items())
+        self._uses = {
+            "analogy": (self.analogy, _need(len(self.analogy))),
+            "example": (self.example, _need(len(self.example))),
+        }
         terms = sorted((j["term"] for j in concept["jargon"]), key=len, reverse=True)
-        self._jargon = re.compile(r"\b(" + "|".join(re.escape(t) for t in terms) + r")\b", re.IGNORECASE)
+        # matched on lower-cased text (same matches as IGNORECASE on the original, but faster)
+        self._jargon = re.compile(r"\b(" + "|".join(re.escape(t.lower()) for t in terms) + r")\b")
+        self._jargon_terms = tuple(t.lower() for t in terms)  # none in the text: no regex scan
+        # per-episode constants of the student, looked up once here instead of every turn
+        self.kp_ids: tuple[str, ...] = tuple(kp["id"] for kp in concept["key_points"])
+        self.shorts: dict[str, str] = {kp["id"]: kp["short"] for kp in concept["key_points"]}
 
     def hits(self, text: str) -> set[str]:
         """The concept's content words present in ``text`` (an inflected form counts: ``-s``, ``-ed``...)."""
-        forms = self._forms
-        return {forms[tok] for tok in words(text) if tok in forms}
+        found = set(map(self._forms.get, words(text)))
+        found.discard(None)
+        return found  # type: ignore[return-value]
+
+    def sentence_hits(self, low: str) -> list[set[str]]:
+        """:meth:`hits` of each sentence of ``low``, a text already lower-cased with straight
+        apostrophes, in one scan: the same sentences as :func:`sentences` and the same words as
+        :func:`words` (a sentence ends at ``.!?;`` before a space, or at a line break)."""
+        seq = list(map(self._forms_or_end.get, _WORD_OR_END.findall(low)))
+        out, i = [], 0
+        while True:
+            try:
+                j = seq.index("", i)
+            except ValueError:
+                break
+            hit = set(seq[i:j])
+            hit.discard(None)
+            out.append(hit)
+            i = j + 1
+        hit = set(seq[i:])
+        hit.discard(None)
+        out.append(hit)
+        return out  # type: ignore[return-value]
 
     def taught(self, sents: Sequence[str], limit: int = 2) -> list[str]:
         """Key point ids (and ``"prereq"``) carried by the sentences, first-come, at most ``limit``."""
+        return self._taught([self.hits(sent) for sent in sents], limit)
+
+    def _taught(self, sent_hits: Sequence[set[str]], limit: int = 2) -> list[str]:
+        """:meth:`taught` from each sentence's :meth:`hits`."""
         found: list[str] = []
-        for sent in sents:
-            hit = self.hits(sent)
+        for hit in sent_hits:
             if len(hit) < 2:
                 continue
-            for item, need in self.items.items():
-                if item not in found and len(hit & need) >= _need(len(need)):
+            for item, need, n in self._needs:
+                if len(hit & need) >= n and item not in found:
                     found.append(item)
                     if len(found) == limit:
                         return found
@@ -151,30 +190,65 @@ class ConceptIndex:
 
     def uses(self, text: str, which: str) -> bool:
         """Whether ``text`` carries the concept's analogy or example (``which``)."""
-        need = self.analogy if which == "analogy" else self.example
-        return len(self.hits(text) & need) >= _need(len(need))
+        return self._uses_hits(self.hits(text), which)
+
+    def _uses_hits(self, hit: set[str], which: str) -> bool:
+        """:meth:`uses` from the text's :meth:`hits`."""
+        need, n = self._uses["analogy" if which == "analogy" else "example"]
+        return len(hit & need) >= n
 
     def jargon(self, text: str) -> set[str]:
         """Jargon terms (lower-cased) used in ``text``."""
-        return {m.lower() for m in self._jargon.findall(text)}
+        return set(self._jargon_low(text.lower()))
+
+    def _jargon_low(self, low: str) -> list[str]:
+        """Jargon terms in ``low`` (lower-cased text), in order, repeats included."""
+        for term in self._jargon_terms:
+            if term in low:
+                return self._jargon.findall(low)
+        return []
 
 
 @dataclass
 class CardIndex:
     """Everything derived from a card once: the act recognizer (with the catalogue's vocabulary),
-    the define/simplify patterns and the per-concept matchers (compiled lazily)."""
+    the define/simplify patterns, the per-concept matchers (compiled lazily), the reply slots of
+    each concept and the student model's numbers as floats."""
 
     recognizer: ActRecognizer
     define: re.Pattern[str]
     simplify: re.Pattern[str]
     concepts: dict[str, Mapping[str, Any]]
     indexes: dict[str, ConceptIndex]
+    slots: dict[str, dict[str, str]]
+    model: Model
+    instructions: dict[tuple[str, int], str]
 
     def concept_index(self, concept_id: str) -> ConceptIndex:
         """The matcher for ``concept_id``, compiled on first use."""
-        if concept_id not in self.indexes:
-            self.indexes[concept_id] = ConceptIndex(self.concepts[concept_id])
-        return self.indexes[concept_id]
+        index = self.indexes.get(concept_id)
+        if index is None:
+            index = self.indexes[concept_id] = ConceptIndex(self.concepts[concept_id])
+        return index
+
+
+class Model:
+    """The card's student-model numbers read once: every number as a float attribute, the
+    per-level tables as dicts of floats and the delivery fit of each level, style and mode."""
+
+    def __init__(self, m: Mapping[str, Any]) -> None:
+        self.__dict__.update({k: float(v) for k, v in m.items() if isinstance(v, (int, float))})
+        self.jargon_fit = {k: float(v) for k, v in m["jargon_fit"].items()}
+        self.load_fit = {k: float(v) for k, v in m["load_fit"].items()}
+        self.patience_cost = {k: float(v) for k, v in m.get("patience_cost", {}).items()}
+        # delivery_fit() per (level, style, mode, undefined jargon)
+        self.fit = {
+            (level, style, mode, jargon): delivery_fit(m, level, style, mode, jargon)
+            for level in m["level_fit"]
+            for style in STYLE_OF_MODE.values()
+            for mode in MODES
+            for jargon in (False, True)
+        }
 
 
 _CARD_INDEXES: dict[int, tuple[Mapping[str, Any], CardIndex]] = {}
@@ -197,6 +271,16 @@ def card_index(card: Mapping[str, Any]) -> CardIndex:
         simplify=_cue_pattern(card.get("simplify_cues", []) or ["(?!x)x"]),
         concepts={c["id"]: c for c in card["concepts"]},
         indexes={},
+        slots={
+            c["id"]: {
+                "concept": c["name"],
+                "domain": card["domains"][c["domain"]],
+                "prereq": c["prerequisite"]["name"],
+            }
+            for c in card["concepts"]
+        },
+        model=Model(card["model"]),
+        instructions={},
     )
     if len(_CARD_INDEXES) >= 16:
         _CARD_INDEXES.pop(next(iter(_CARD_INDEXES)))
@@ -211,7 +295,12 @@ def _cue_pattern(cues: Sequence[str]) -> re.Pattern[str]:
 # --- persona sampling --------------------------------------------------------------------------
 def _choice(rng: np.random.Generator, probs: Mapping[Any, float]) -> Any:
     """A key of ``probs`` drawn with its (unnormalised) weight; one uniform draw, no array work."""
-    x = float(rng.random()) * sum(float(v) for v in probs.values())
+    return _pick(float(rng.random()), probs)
+
+
+def _pick(x: float, probs: Mapping[Any, float]) -> Any:
+    """The key of ``probs`` that a uniform draw ``x`` in [0, 1) selects (as :func:`_choice` does)."""
+    x *= sum(float(v) for v in probs.values())
     for key, weight in probs.items():
         x -= float(weight)
         if x < 0:
@@ -224,16 +313,22 @@ def sample_student(card: Mapping[str, Any], rng: np.random.Generator) -> dict[st
     concept's prerequisite is missing, and a prior understanding per key point."""
     dist = card["persona"]
     concept = card["concepts"][int(rng.integers(len(card["concepts"])))]
-    background = {domain: str(_choice(rng, dist["background"])) for domain in card["domains"]}
+    domains, kps = card["domains"], concept["key_points"]
+    # All the uniform draws at once: the same numbers, in the same order, as one rng.random() each
+    # (background per domain, prior per key point, style, patience, prerequisite).
+    draws = rng.random(len(domains) + len(kps) + 3).tolist()
+    background = {domain: str(_pick(draws[i], dist["background"])) for i, domain in enumerate(domains)}
     level = background[concept["domain"]]
     low, high = dist["prior"][level]
-    prior = [float(high if rng.random() < 0.5 else low) for _ in concept["key_points"]]
+    rest = draws[len(domains) :]
+    prior = [float(high if x < 0.5 else low) for x in rest[: len(kps)]]
+    style, patience, prereq = rest[len(kps) :]
     return {
         "concept": concept["id"],
         "background": background,
-        "style": str(_choice(rng, dist["style"])),
-        "patience": int(_choice(rng, dist["patience"])),
-        "prereq_missing": bool(rng.random() < float(dist["prereq_missing"][level])),
+        "style": str(_pick(style, dist["style"])),
+        "patience": int(_pick(patience, dist["patience"])),
+        "prereq_missing": bool(prereq < float(dist["prereq_missing"][level])),
         "prior": prior,
     }
 
@@ -263,6 +358,7 @@ class ScriptedStudent(ScriptedHuman):
         self.recognizer = self.index.recognizer
         self.templates = card["replies"]
         self.model = card["model"]
+        self.m = self.index.model
         self.persona = {}
         self.rng = np.random.default_rng(0)
         self.history = []
@@ -275,16 +371,24 @@ class ScriptedStudent(ScriptedHuman):
         twin.rng = np.random.default_rng(0)
         return twin
 
+    def say(self, key: str, **slots: Any) -> str:
+        """One of the card's template variants for ``key``, chosen by the env's rng, filled with ``slots``."""
+        variants = self.templates[key]
+        text = variants[int(self.rng.integers(len(variants)))]
+        return text.format(**slots) if "{" in text or "}" in text else text
+
     # -- setup --
     def start(self) -> str:
         p = self.persona
-        self.concept = self.index.concepts[p["concept"]]
-        self.words = self.index.concept_index(p["concept"])
+        cid = p["concept"]
+        self.concept = self.index.concepts[cid]
+        self.words = self.index.concept_index(cid)
+        self.slots = self.index.slots[cid]
         self.level: str = p["background"][self.concept["domain"]]
         self.style: str = p["style"]
         self.patience = float(p["patience"])
         self.missing_prereq = bool(p["prereq_missing"])
-        self.kp_ids = [kp["id"] for kp in self.concept["key_points"]]
+        self.kp_ids = list(self.words.kp_ids)
         self.u = dict(zip(self.kp_ids, (float(x) for x in p["prior"]), strict=True))
         self.defined: set[str] = set()
         self.probed = False
@@ -296,20 +400,16 @@ class ScriptedStudent(ScriptedHuman):
         return self.say("greet", concept=self.concept["name"])
 
     def _slots(self) -> dict[str, str]:
-        return {
-            "concept": self.concept["name"],
-            "domain": self.card["domains"][self.concept["domain"]],
-            "prereq": self.concept["prerequisite"]["name"],
-        }
+        return dict(self.slots)
 
     def _cost(self, what: str) -> None:
-        self.patience -= float(self.model["patience_cost"][what])
+        self.patience -= self.m.patience_cost[what]
 
     # -- one turn --
     def react(self, utterance: str, analysis: Analysis) -> HumanReply:
         if not analysis.coherent:
             return self._incoherent(analysis)
-        acts, slots, parts = analysis.acts, self._slots(), []
+        acts, slots, parts = analysis.acts, self.slots, []
         if "probe" in acts:
             if self.probed:
                 self._cost("nagging")
@@ -326,7 +426,7 @@ class ScriptedStudent(ScriptedHuman):
             parts.append(self._check())
         if "summarise" in acts:
             if self.fresh_summary:
-                self._consolidate(float(self.model["summary_boost"]))
+                self._consolidate(self.m.summary_boost)
                 self.fresh_summary = False
                 parts.append(self.say("summary"))
             else:
@@ -347,21 +447,27 @@ class ScriptedStudent(ScriptedHuman):
         """Jargon definitions, the prerequisite and key points carried by the utterance."""
         parts: list[str] = []
         bored = False
-        sents = sentences(utterance)
+        words_ = self.words
         if "define" in acts:
             new = set()
-            for sent in sents:
+            for sent in sentences(utterance):
                 if self.index.define.search(sent):
-                    new |= self.words.jargon(sent) - self.defined
+                    new |= words_.jargon(sent) - self.defined
             if new:
                 self.defined |= new
                 bored = self.level == "expert"
                 parts.append(self.say("defined"))
-        undefined = sorted(self.words.jargon(utterance) - self.defined)
+        # The text is lower-cased and split into sentences once; each sentence's concept words
+        # serve both the key points taught and (their union) the analogy / example check.
+        low = utterance.lower()
+        undefined = words_._jargon_low(low)
+        if undefined:
+            undefined = sorted(set(undefined) - self.defined)
         confusing = bool(undefined) and (
             self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
         )
-        items = self.words.taught(sents)
+        sent_hits = words_.sentence_hits(low.replace("’", "'"))
+        items = words_._taught(sent_hits)
         if PREREQ in items:
             if self.missing_prereq and not confusing:
                 self.missing_prereq = False
@@ -377,23 +483,25 @@ class ScriptedStudent(ScriptedHuman):
                 self._cost("bored")
                 return [self.say("bored")]
             return parts
-        mode = self._mode(utterance, acts)
-        m = self.model
-        fit = delivery_fit(m, self.level, self.style, mode, jargon=bool(undefined))
+        mode = self._mode(sent_hits, acts)
+        m = self.m
+        fit = m.fit.get((self.level, self.style, mode, bool(undefined)))
+        if fit is None:  # a level or style outside the card's tables (a hand-made persona)
+            fit = delivery_fit(self.model, self.level, self.style, mode, jargon=bool(undefined))
         if undefined:
-            fit *= float(m["jargon_fit"][self.level])
+            fit *= m.jargon_fit[self.level]
         if len(kps) == 2:
-            fit *= float(m["load_fit"][self.level])
+            fit *= m.load_fit[self.level]
         if self.missing_prereq:
-            fit *= float(m["prereq_factor"])
+            fit *= m.prereq_factor
         if self.level == "expert":
             talked_down = mode in ("analogy", "steps") and STYLE_OF_MODE[mode] != self.style
             simplified = bool(self.index.simplify.search(utterance))
-            known = any(self.u[k] >= float(m["correct_at"]) for k in kps)
+            known = any(self.u[k] >= m.correct_at for k in kps)
             bored = bored or talked_down or simplified or known
             if bored:
-                fit *= float(m["bored_fit"])  # a bored expert half-listens
-        gain = float(m["learn_rate"]) * fit * self.engagement
+                fit *= m.bored_fit  # a bored expert half-listens
+        gain = m.learn_rate * fit * self.engagement
         for k in kps:
             self.u[k] += gain * (1.0 - self.u[k])
         self.fresh_check = self.fresh_summary = True
@@ -408,15 +516,19 @@ class ScriptedStudent(ScriptedHuman):
             self._cost("bored")
             return [self.say("bored")]
         parts = [self.say("got_it" if gain >= 0.5 else "partly")]
-        if mode != MODE_OF_STYLE[self.style] and self.rng.random() < float(m["hint_prob"]):
+        if mode != MODE_OF_STYLE[self.style] and self.rng.random() < m.hint_prob:
             parts.append(self.say(f"hint_{self.style}"))
         return parts
 
-    def _mode(self, utterance: str, acts: Sequence[str]) -> str:
-        """The delivery mode: the first teaching act, where an analogy or example must be the real one."""
+    def _mode(self, sent_hits: Sequence[set[str]], acts: Sequence[str]) -> str:
+        """The delivery mode: the first teaching act, where an analogy or example must be the real one
+        (``sent_hits``: the concept words of each sentence, as :meth:`ConceptIndex.hits` gives them)."""
+        hit: set[str] | None = None
         for act in acts:
             if act in ("analogy", "example"):
-                if self.words.uses(utterance, act):
+                if hit is None:
+                    hit = set().union(*sent_hits)
+                if self.words._uses_hits(hit, act):
                     return act
             elif act in ("formal", "steps"):
                 return act
@@ -432,12 +544,12 @@ class ScriptedStudent(ScriptedHuman):
             self._cost("nagging")
             return self.say("check_again")
         self.fresh_check = False
-        self._consolidate(float(self.model["check_boost"]))
-        shorts = {kp["id"]: kp["short"] for kp in self.concept["key_points"]}
-        weakest = min(self.kp_ids, key=lambda k: self.u[k])
-        if self.u[weakest] < float(self.model["correct_at"]):
+        self._consolidate(self.m.check_boost)
+        shorts = self.words.shorts
+        weakest = min(self.kp_ids, key=self.u.__getitem__)
+        if self.u[weakest] < self.m.correct_at:
             return self.say("check_weak", point=shorts[weakest])
-        return self.say("check_good", point=shorts[max(self.kp_ids, key=lambda k: self.u[k])])
+        return self.say("check_good", point=shorts[max(self.kp_ids, key=self.u.__getitem__)])
 
     def _incoherent(self, analysis: Analysis) -> HumanReply:
         """Stuffed, gibberish, repeated or injected text: confusing, annoying, a wasted turn."""
@@ -455,15 +567,15 @@ class ScriptedStudent(ScriptedHuman):
 
     # -- the quiz --
     def outcome(self) -> Outcome:
-        m = self.model
-        penalty = float(m["muddle"]) * self.incoherent
+        m = self.m
+        penalty = m.muddle * self.incoherent
         quiz, credit = {}, 0.0
         for k in self.kp_ids:
             eff = self.u[k] - penalty
-            if eff >= float(m["correct_at"]):
+            if eff >= m.correct_at:
                 quiz[k], c = "correct", 1.0
-            elif eff >= float(m["partial_at"]):
-                quiz[k], c = "partial", float(m["partial_credit"])
+            elif eff >= m.partial_at:
+                quiz[k], c = "partial", m.partial_credit
             else:
                 quiz[k], c = "wrong", 0.0
             credit += c
@@ -548,7 +660,15 @@ class TeachEnv(DialogueEnv):
         return sample_student(self.card, rng)
 
     def role_instructions(self, persona: Mapping[str, Any]) -> str:
-        c = next(c for c in self.card["concepts"] if c["id"] == persona["concept"])
+        cache = card_index(self.card).instructions  # the same text for every student of a concept
+        key = (persona["concept"], self.max_turns)
+        text = cache.get(key)
+        if text is None:
+            text = cache[key] = self._role_instructions(persona["concept"])
+        return text
+
+    def _role_instructions(self, concept_id: str) -> str:
+        c = next(c for c in self.card["concepts"] if c["id"] == concept_id)
         points = "\n".join(f"- {kp['short']}: {kp['text']}" for kp in c["key_points"])
         jargon = "; ".join(f"{j['term']} = {j['meaning']}" for j in c["jargon"])
         pre = c["prerequisite"]
@@ -567,6 +687,74 @@ class TeachEnv(DialogueEnv):
 
     def make_scripted_human(self) -> ScriptedStudent:
         return ScriptedStudent(self.card)
+
+    # -- the same persona for an LLM human (dialogue_gym.humans) --
+    def _concept(self, persona: Mapping[str, Any]) -> Mapping[str, Any]:
+        return next(c for c in self.card["concepts"] if c["id"] == persona["concept"])
+
+    def persona_brief(self, persona: Mapping[str, Any]) -> str:
+        """The student as instructions: background, missing prerequisite, style and patience."""
+        concept = self._concept(persona)
+        domain = self.card["domains"][concept["domain"]]
+        level = persona["background"][concept["domain"]]
+        know = {
+            "novice": f"You know almost nothing about {domain}; unexplained technical words confuse you.",
+            "some": f"You know the basics of {domain}, but not this topic.",
+            "expert": f"You know {domain} well; over-simple explanations bore you.",
+        }[level]
+        style = {
+            "examples": "concrete examples",
+            "analogies": "analogies to everyday things",
+            "formal": "precise definitions",
+            "step_by_step": "step-by-step walk-throughs",
+        }.get(persona["style"], persona["style"])
+        patience = "short" if persona["patience"] <= 3 else "long" if persona["patience"] >= 8 else "average"
+        lines = [
+            f"You are a student who has come to learn about {concept['name']}.",
+            know,
+            f"You learn best from {style}.",
+            f"Your patience is {patience}: if the tutor confuses or bores you again and again, "
+            "you give up and say goodbye.",
+            "Say when you are confused or bored; do not tell the tutor your background unless asked.",
+        ]
+        if persona.get("prereq_missing"):
+            lines.append(f"You do not know what {concept['prerequisite']['name']} is.")
+        return "\n".join(lines)
+
+    def opening_cue(self, persona: Mapping[str, Any]) -> str:
+        return "The lesson starts now. Greet your tutor and say what you are here to learn."
+
+    def _quiz(self, persona: Mapping[str, Any]) -> tuple[list[Question], dict[str, str]]:
+        """One multiple-choice question per key point; distractors are other concepts' key points."""
+        concept = self._concept(persona)
+        others = [
+            kp["text"] for c in self.card["concepts"] if c["id"] != concept["id"] for kp in c["key_points"]
+        ]
+        rng = np.random.default_rng(
+            int(persona["id"], 16) if persona.get("id") else 0
+        )  # same quiz per persona
+        labels = ("A", "B", "C", "D")
+        questions, key = [], {}
+        for i, kp in enumerate(concept["key_points"], 1):
+            options = [kp["text"], *(others[j] for j in rng.choice(len(others), 3, replace=False))]
+            order = rng.permutation(4)
+            lines = "\n".join(f"{labels[n]}. {options[o]}" for n, o in enumerate(order))
+            text = f"Quiz question {i} about {concept['name']} ({kp['short']}): which is true?\n{lines}"
+            questions.append(Question(f"q{i}", text, choices=labels))
+            key[f"q{i}"] = labels[int(np.flatnonzero(order == 0)[0])]
+        return questions, key
+
+    def outcome_questions(self, persona: Mapping[str, Any]) -> list[Question]:
+        return self._quiz(persona)[0]
+
+    def score_answers(
+        self, persona: Mapping[str, Any], answers: Mapping[str, Any], transcript: list[dict[str, str]]
+    ) -> Outcome:
+        """The quiz score: the share of key-point questions answered correctly."""
+        _, key = self._quiz(persona)
+        correct = {q: answers.get(q) == a for q, a in key.items()}
+        score = sum(correct.values()) / len(key)
+        return Outcome(score, {"quiz": correct, "answer_key": key, "score": score}, success=score >= 0.99)
 
 
 # --- reference agents ----------------------------------------------------------------------------
