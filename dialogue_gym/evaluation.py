@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -69,15 +71,31 @@ def evaluate(
     env_id: str,
     episodes: int = 100,
     seed: int = 0,
+    workers: int = 1,
     **env_kwargs: Any,
 ) -> list[EpisodeResult]:
-    """Play ``episodes`` seeded episodes (seeds ``seed .. seed+episodes-1``) sequentially."""
-    env = gym.make(env_id, **env_kwargs)
+    """Play ``episodes`` seeded episodes (seeds ``seed .. seed+episodes-1``), in seed order.
+
+    ``workers > 1`` plays that many episodes at once in threads, each with its own env: with an
+    LLM human the model calls overlap (API backends) or are batched (a shared local model).
+    Agents derive everything from the transcript, so one agent serves all threads.
+    """
     agent = agent if isinstance(agent, Agent) else agent()
-    try:
-        return [run_episode(env, agent, seed + i) for i in range(episodes)]
-    finally:
-        env.close()
+    if workers <= 1:
+        env = gym.make(env_id, **env_kwargs)
+        try:
+            return [run_episode(env, agent, seed + i) for i in range(episodes)]
+        finally:
+            env.close()
+    local = threading.local()
+
+    def play(i: int) -> EpisodeResult:
+        if not hasattr(local, "env"):
+            local.env = gym.make(env_id, **env_kwargs)
+        return run_episode(local.env, agent, seed + i)
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="dialogue-eval") as pool:
+        return list(pool.map(play, range(episodes)))
 
 
 def summarise(results: list[EpisodeResult]) -> dict[str, float]:

@@ -9,6 +9,7 @@ content (new concepts, activities, charities...).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import re
 from collections.abc import Mapping
@@ -105,8 +106,17 @@ def register_task(
     cls = _resolve(env_class)
     cls(card=card if not isinstance(card, Mapping) else dict(card))  # validate the card against the class now
     entry = env_class if isinstance(env_class, str) else f"{cls.__module__}:{cls.__qualname__}"
-    gym.register(id=env_id, entry_point=cls, kwargs={"card": card, **kwargs})
+    gym.register(
+        id=env_id, entry_point=cls, vector_entry_point=_vector(env_id), kwargs={"card": card, **kwargs}
+    )
     TASKS[env_id] = TaskInfo(env_id, card, entry, description)
+
+
+def _vector(env_id: str) -> Any:
+    """``gym.make_vec``'s default for a dialogue env: threads when the human is an LLM."""
+    from dialogue_gym.vector import make_vector
+
+    return functools.partial(make_vector, env_id)
 
 
 def list_tasks() -> list[TaskInfo]:
@@ -119,5 +129,7 @@ def register_builtin() -> None:
     for env_id, name in BUILTIN.items():
         if env_id in TASKS:
             continue
-        gym.register(id=env_id, entry_point=ENGINES[name], kwargs={"card": name})
+        gym.register(
+            id=env_id, entry_point=ENGINES[name], vector_entry_point=_vector(env_id), kwargs={"card": name}
+        )
         TASKS[env_id] = TaskInfo(env_id, name, ENGINES[name])

@@ -47,7 +47,8 @@ class DialogueEnv(gym.Env[str, str], ABC):
     Args:
         card: built-in card name, path to a YAML/JSON card, or a mapping.
         human: ``"scripted"`` (default), an LLM backend (``"litellm:<model>"``, ``"hf:<path>"``,
-            ``"local"`` for the bundled SmolLM2), or a :class:`SimulatedHuman` instance.
+            ``"local"`` for the bundled SmolLM2, or a ``ChatBackend`` instance), or a
+            :class:`SimulatedHuman` instance.
         human_kwargs: options for an LLM backend (``api_base``, ``temperature``, ``num_retries``,
             ``timeout``, ``cache``, extra model kwargs...).
         max_turns: agent turns before truncation (default: the card's ``max_turns``).
@@ -142,10 +143,12 @@ class DialogueEnv(gym.Env[str, str], ABC):
             return human
         if human == "scripted" and not kwargs:
             return self.make_scripted_human()
-        if not isinstance(human, str):
-            raise TypeError(f"human must be a backend name or a SimulatedHuman, got {type(human).__name__}")
-        from dialogue_gym.humans import make_human
+        from dialogue_gym.humans import ChatBackend, make_human
 
+        if not isinstance(human, (str, ChatBackend)):
+            raise TypeError(
+                f"human must be a backend name, a ChatBackend or a SimulatedHuman, got {type(human).__name__}"
+            )
         return make_human(human, self, **kwargs)
 
     @property
@@ -220,7 +223,7 @@ class DialogueEnv(gym.Env[str, str], ABC):
         self.transcript.append({"role": "user", "content": text})
         terminated = bool(reply.ended) and reply.error is None
         truncated = not terminated and (self.turn >= self.max_turns or reply.error is not None)
-        reward = -self.turn_cost
+        reward = -self.turn_cost if self.turn_cost else 0.0
         info: dict[str, Any] = {"turn": self.turn, "transcript": list(self.transcript), **reply.info}
         if reply.error is not None:
             info["error"] = reply.error

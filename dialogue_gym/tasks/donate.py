@@ -40,7 +40,7 @@ import numpy as np
 from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError
 from dialogue_gym.core.env import DialogueEnv
-from dialogue_gym.core.human import HumanReply, Outcome
+from dialogue_gym.core.human import HumanReply, Outcome, Question
 from dialogue_gym.core.scripted import ScriptedHuman
 from dialogue_gym.core.text import Analysis
 
@@ -359,6 +359,60 @@ class DonateEnv(DialogueEnv):
     def make_scripted_human(self) -> ScriptedPersuadee:
         """The card-driven persuadee model."""
         return ScriptedPersuadee(self.card)
+
+    # -- the same persona for an LLM human (dialogue_gym.humans) --
+    def persona_brief(self, persona: Mapping[str, Any]) -> str:
+        """The persuadee as instructions: payment, inclination, personality, what moves them."""
+        pay = float(self.card.get("payment", 2.0))
+        charity = self.card.get("charity", "Save the Children")
+        traits = persona["traits"]
+        rec = persona["receptivity"]
+        moved = [a.replace("_", " ") for a, v in sorted(rec.items(), key=lambda kv: -kv[1]) if v > 0.3]
+        cold = [a.replace("_", " ") for a, v in rec.items() if v < 0]
+        incl = persona["inclination"]
+        lean = (
+            "inclined to give"
+            if incl > 0.6
+            else "unsure about giving"
+            if incl > 0.3
+            else "not inclined to give"
+        )
+        lines = [
+            f"You are a worker on a crowdsourcing site who was just paid ${pay:.2f} for a task. "
+            f"A stranger will chat with you; they may ask you to donate part of your payment to {charity}.",
+            f"Before the chat you are {lean}.",
+            f"Personality (1-5 scales): extroversion {traits['extrovert']}, "
+            f"agreeableness {traits['agreeable']}, openness {traits['open']}, "
+            f"neuroticism {traits['neurotic']}.",
+            f"What can move you: {', '.join(moved) or 'very little'}."
+            + (f" What puts you off: {', '.join(cold)}." if cold else ""),
+            "Keep what matters to you to yourself until the persuader asks about you.",
+            "You dislike being pushed: repeated requests make you less willing, and if the persuader keeps "
+            "pushing you end the chat.",
+        ]
+        return "\n".join(lines)
+
+    def opening_cue(self, persona: Mapping[str, Any]) -> str:
+        return "The chat starts now. Greet your chat partner."
+
+    def outcome_questions(self, persona: Mapping[str, Any]) -> list[Question]:
+        pay = float(self.card.get("payment", 2.0))
+        return [
+            Question(
+                "donation",
+                f"How many dollars of your ${pay:.2f} payment do you donate to "
+                f"{self.card.get('charity', 'Save the Children')}? You may give nothing.",
+                low=0.0,
+                high=pay,
+            )
+        ]
+
+    def score_answers(
+        self, persona: Mapping[str, Any], answers: Mapping[str, Any], transcript: list[dict[str, str]]
+    ) -> Outcome:
+        """The donation is the reward; an answer that never parsed counts as nothing given."""
+        amount = float(answers.get("donation") or 0.0)
+        return Outcome(amount, {"donation": amount}, success=amount > 0)
 
 
 # --- reference agents ----------------------------------------------------------------------------
