@@ -7,17 +7,19 @@ one request at a time), then measures completion tokens/s for:
 
 1. env, sequential: episodes one after another (``evaluate(workers=1)``);
 2. env, concurrent: ``--episodes`` episodes at once (``evaluate(workers=N)``), LLM calls spread
-   round-robin over the servers;
+   over the servers (each call to the least busy one);
 3. direct: every request the concurrent env run sent (same messages, seeds, max tokens),
    replayed straight to the same servers with the same concurrency, no env in between.
 
 Target (issue 3): the concurrent env path reaches at least 80% of the direct figure.
-The response cache is off, so every call reaches a server.
+The response cache is off, so every call reaches a server, and each path starts on fresh servers
+(their prompt caches empty).
 """
 
 from __future__ import annotations
 
 import argparse
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -50,24 +52,34 @@ def env_run(env_id: str, backend: Recorder, episodes: int, workers: int, max_tur
 
 
 def direct_run(requests: list, bases: list[str], workers: int) -> tuple[float, int]:
+    """Send ``requests`` straight to the servers with litellm, ``workers`` at a time, each to the
+    server with the fewest requests in flight (the same choice the env's backend makes)."""
     litellm = _import_litellm()
+    in_flight, lock = [0] * len(bases), threading.Lock()
 
-    def call(i_req):
-        i, (messages, seed, max_tokens) = i_req
-        r = litellm.completion(
-            model="openai/smollm2",
-            messages=messages,
-            api_base=bases[i % len(bases)],
-            api_key="none",
-            temperature=0.7,
-            max_tokens=max_tokens,
-            seed=seed,
-        )
+    def call(req: tuple) -> int:
+        messages, seed, max_tokens = req
+        with lock:
+            i = min(range(len(bases)), key=in_flight.__getitem__)
+            in_flight[i] += 1
+        try:
+            r = litellm.completion(
+                model="openai/smollm2",
+                messages=messages,
+                api_base=bases[i],
+                api_key="none",
+                temperature=0.7,
+                max_tokens=max_tokens,
+                seed=seed,
+            )
+        finally:
+            with lock:
+                in_flight[i] -= 1
         return r.usage.completion_tokens
 
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        tokens = sum(pool.map(call, enumerate(requests)))
+        tokens = sum(pool.map(call, requests))
     return time.perf_counter() - start, tokens
 
 
@@ -78,19 +90,24 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=8)
     ap.add_argument("--max-turns", type=int, default=3)
     args = ap.parse_args()
+    _import_litellm()
+    rows = []
+    # each path gets fresh servers: their prompt caches must not carry over from the last path
+    for name, workers in (
+        ("env, sequential episodes", 1),
+        (f"env, {args.episodes} concurrent episodes", args.episodes),
+    ):
+        with LlamaServers(args.servers) as servers:
+            backend = Recorder(
+                "openai/smollm2", api_base=servers.api_bases, api_key="none", cache=False, max_tokens=64
+            )
+            Recorder.log.clear()
+            wall, tok = env_run(args.env, backend, args.episodes, workers, args.max_turns)
+            rows.append((name, workers, wall, tok))
+    requests = list(Recorder.log)  # those of the concurrent run, in the order they were sent
     with LlamaServers(args.servers) as servers:
-        bases = servers.api_bases
-        _import_litellm()
-        backend = Recorder("openai/smollm2", api_base=bases, api_key="none", cache=False, max_tokens=64)
-        rows = []
-        wall, tok = env_run(args.env, backend, args.episodes, 1, args.max_turns)
-        rows.append(("env, sequential episodes", 1, wall, tok))
-        Recorder.log.clear()
-        wall, tok = env_run(args.env, backend, args.episodes, args.episodes, args.max_turns)
-        rows.append((f"env, {args.episodes} concurrent episodes", args.episodes, wall, tok))
-        requests = list(Recorder.log)
-        wall_d, tok_d = direct_run(requests, bases, args.episodes)
-        rows.append((f"direct, same {len(requests)} requests", args.episodes, wall_d, tok_d))
+        wall_d, tok_d = direct_run(requests, servers.api_bases, args.episodes)
+    rows.append((f"direct, same {len(requests)} requests", args.episodes, wall_d, tok_d))
     print(
         f"{args.env}, {args.episodes} episodes of {args.max_turns} turns, {args.servers} llama.cpp servers\n"
     )

@@ -96,3 +96,20 @@ def test_register_refuses_bad_ids_and_cards(tmp_path: Path) -> None:
     with pytest.raises(TaskCardError, match="mapping at the top level"):
         (tmp_path / "list.yaml").write_text("- a\n- b\n")
         load_card(tmp_path / "list.yaml")
+
+
+def test_card_only_task_reuses_a_builtin_engine(tmp_path: Path) -> None:
+    """A new Teach task with its own concept catalogue: a card naming `task: teach`, no Python."""
+    card = load_card("teach")
+    mine = {**card, "description": "Teach only two finance concepts.", "max_turns": 6}
+    mine["concepts"] = [c for c in card["concepts"] if c["domain"] == "finance"][:2]
+    path = tmp_path / "my_tutor.yaml"
+    path.write_text(yaml.safe_dump(mine, allow_unicode=True))
+    dialogue_gym.register_task("MyTutor-v0", path)
+    env = gym.make("MyTutor-v0")
+    check_env(env.unwrapped)
+    names = {c["name"] for c in mine["concepts"]}
+    for seed in range(5):
+        _, info = env.reset(seed=seed)
+        assert any(n in info["role_instructions"] for n in names)
+    assert env.unwrapped.max_turns == 6

@@ -156,19 +156,15 @@ class ActRecognizer:
         if not lexicon:
             raise ValueError("act lexicon is empty")
         self.acts = tuple(lexicon)
-        # One pattern for all acts, scanned once per sentence; the named group that matched says
-        # which act. Text is lower-cased first, so lower-case cues need no IGNORECASE (twice as fast).
-        # Each act's group is guarded by a lookahead on the characters its cues can start with, so
-        # at most positions `re` skips a whole act after one character test.
-        groups, guards = [], []
-        for i, cues in enumerate(lexicon.values()):
-            cues = [_lower_pattern(c) for c in cues]
-            body = "|".join(f"(?:{c})" for c in cues)
-            guards.append(_first_char_guard(cues))
-            groups.append(f"(?P<a{i}>{guards[-1]}(?:{body}))")
-        # and the whole alternation by the union of those characters (when every act has a guard)
-        union = "" if "" in guards else _first_char_guard([g[3:-1] for g in guards])
-        self._pattern = re.compile(r"\b" + union + "(?:" + "|".join(groups) + r")\b")
+        # One flat alternation of every cue, scanned once per sentence. Each cue ends in an empty
+        # marker group whose name (``a<act index>``) is the match's ``lastgroup``; text is
+        # lower-cased first, so no IGNORECASE is needed, and a lookahead on the characters any cue
+        # can start with lets `re` skip most positions after one test.
+        cues = [(i, _lower_pattern(c)) for i, act_cues in enumerate(lexicon.values()) for c in act_cues]
+        branches = [f"(?:{c})(?P<c{n}>)" for n, (_, c) in enumerate(cues)]
+        self._cue_act = [self.acts[i] for i, _ in cues]
+        guard = _first_char_guard([c for _, c in cues])
+        self._pattern = re.compile(r"\b" + guard + "(?:" + "|".join(branches) + r")\b")
         vocab = set(COMMON_WORDS)
         for cues in lexicon.values():
             for cue in cues:
@@ -192,13 +188,13 @@ class ActRecognizer:
         sim = self.repeat_similarity
         repeat = n >= 3 and any(_jaccard(tokset, _wordset(h)) >= sim for h in history)
 
-        acts = self.acts
+        cue_act = self._cue_act
         cues: dict[str, int] = {}
         credited: list[str] = []
         for sent in _SENTENCE.split(low.strip()):
             counts: dict[str, int] = {}
             for m in self._pattern.finditer(sent):
-                act = acts[int(m.lastgroup[1:])]  # type: ignore[index]
+                act = cue_act[int(m.lastgroup[1:])]  # type: ignore[index]
                 counts[act] = counts.get(act, 0) + 1
             if counts:
                 for act, c in counts.items():

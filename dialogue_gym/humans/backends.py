@@ -13,7 +13,6 @@ imported lazily, with ``LITELLM_LOCAL_MODEL_COST_MAP=True``.
 
 from __future__ import annotations
 
-import itertools
 import os
 import queue
 import threading
@@ -72,8 +71,8 @@ class LiteLLMBackend(ChatBackend):
     Args:
         model: the litellm model string.
         api_base: server URL for self-hosted models (vLLM, llama.cpp: ``http://127.0.0.1:8000/v1``),
-            or a list of URLs serving the same model, used round-robin (several llama.cpp servers,
-            each of which answers one request at a time).
+            or a list of URLs serving the same model: each request goes to the one with the fewest
+            requests in flight (several llama.cpp servers, each answering one request at a time).
         api_key: key for the provider (litellm also reads the usual env vars).
         temperature, max_tokens: sampling defaults.
         num_retries, timeout: passed to litellm (retries with backoff on rate limits and errors).
@@ -97,7 +96,8 @@ class LiteLLMBackend(ChatBackend):
         self.model = model
         self.name = f"litellm:{model}"
         self.api_bases = [api_base] if isinstance(api_base, str) or api_base is None else list(api_base)
-        self._next = itertools.count()
+        self._in_flight = [0] * len(self.api_bases)
+        self._lock = threading.Lock()
         self.api_key = api_key
         self.temperature = temperature
         self.max_tokens = max_tokens
@@ -129,13 +129,20 @@ class LiteLLMBackend(ChatBackend):
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return Completion(**{**hit, "cost": 0.0, "cached": True})
         litellm = _import_litellm()
-        resp = litellm.completion(
-            **payload,
-            api_base=self.api_bases[next(self._next) % len(self.api_bases)],
-            api_key=self.api_key,
-            num_retries=self.num_retries,
-            timeout=self.timeout,
-        )
+        with self._lock:  # the least busy server
+            i = min(range(len(self.api_bases)), key=self._in_flight.__getitem__)
+            self._in_flight[i] += 1
+        try:
+            resp = litellm.completion(
+                **payload,
+                api_base=self.api_bases[i],
+                api_key=self.api_key,
+                num_retries=self.num_retries,
+                timeout=self.timeout,
+            )
+        finally:
+            with self._lock:
+                self._in_flight[i] -= 1
         text = resp.choices[0].message.content or ""
         usage = getattr(resp, "usage", None)
         try:
@@ -154,12 +161,13 @@ class LiteLLMBackend(ChatBackend):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_next"] = next(self._next)
+        del state["_lock"]
+        state["_in_flight"] = [0] * len(self.api_bases)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        state["_next"] = itertools.count(state["_next"])
         self.__dict__.update(state)
+        self._lock = threading.Lock()
 
 
 class _Batcher:

@@ -2,7 +2,7 @@
 
 llama-cpp-python's OpenAI-compatible server answers one request at a time, so for concurrency
 start several and give ``LiteLLMBackend`` the list of their URLs as ``api_base``: it spreads
-requests over them round-robin. Servers listen on 127.0.0.1 only.
+each request to the least busy one. Servers listen on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -54,6 +54,17 @@ class LlamaServers:
                 str(self.n_ctx),
                 "--n_threads",
                 str(self.threads),
+                "--n_threads_batch",  # prompt processing too: its default (all cores) oversubscribes
+                str(self.threads),
+                # keep the evaluated state of recent prompts: a conversation's next call shares its
+                # prefix, and with several conversations interleaved the server's single
+                # last-prompt reuse would be lost at every switch
+                "--cache",
+                "true",
+                "--cache_type",
+                "ram",
+                "--cache_size",
+                str(1 << 30),
             ]
             log = tempfile.TemporaryFile()  # a file, not a pipe: a full pipe would stall the server
             self.logs.append(log)
