@@ -185,8 +185,7 @@ class ActRecognizer:
         gibberish = n == 0 or known / n < 0.4
         tokset = frozenset(toks)
         injection = looks_like_injection(low, tokset)
-        sim = self.repeat_similarity
-        repeat = n >= 3 and any(_jaccard(tokset, _wordset(h)) >= sim for h in history)
+        repeat = n >= 3 and any(_similar(tokset, _wordset(h), self.repeat_similarity) for h in history)
 
         cue_act = self._cue_act
         cues: dict[str, int] = {}
@@ -224,12 +223,13 @@ def _wordset(text: str) -> frozenset[str]:
     return frozenset(words(text))
 
 
-def _jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+def _similar(a: frozenset[str], b: frozenset[str], threshold: float) -> bool:
+    """Jaccard similarity of ``a`` and ``b`` is at least ``threshold`` (> 0)."""
     la, lb = len(a), len(b)
-    if not la or not lb or min(la, lb) < 0.5 * max(la, lb):  # then the overlap is below 0.5 anyway
-        return 0.0
+    if min(la, lb) < threshold * max(la, lb):  # Jaccard <= min/max: no need to intersect
+        return False
     inter = len(a & b)
-    return inter / (la + lb - inter)
+    return inter / (la + lb - inter) >= threshold
 
 
 def _first_chars(items: Any) -> set[str] | None:
