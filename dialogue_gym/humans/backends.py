@@ -205,6 +205,7 @@ class HFBackend(ChatBackend):
 
     Args:
         path: a local model directory or hub id (``"local"`` for the bundled SmolLM2).
+        repetition_penalty: discourages the loops small models fall into under greedy decoding.
         temperature: 0 (the default) decodes greedily, which keeps batched runs reproducible;
             above 0 samples (reproducible only for a fixed batch composition).
         max_tokens: new tokens per answer.
@@ -217,6 +218,7 @@ class HFBackend(ChatBackend):
         path: str | Path,
         *,
         temperature: float = 0.0,
+        repetition_penalty: float = 1.3,
         max_tokens: int = 96,
         device: str | None = None,
         dtype: str = "float32",
@@ -226,6 +228,7 @@ class HFBackend(ChatBackend):
         self.name = f"hf:{path}"
         self.temperature, self.max_tokens, self.device, self.dtype = temperature, max_tokens, device, dtype
         self.max_batch = max_batch
+        self.repetition_penalty = repetition_penalty
         self._model: Any = None
         self._lock = threading.Lock()
         self._batcher: _Batcher | None = None
@@ -264,6 +267,7 @@ class HFBackend(ChatBackend):
                 temperature=self.temperature if sample else None,
                 top_p=None,
                 top_k=None,
+                repetition_penalty=self.repetition_penalty,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
         new = out[:, enc["input_ids"].shape[1] :]
