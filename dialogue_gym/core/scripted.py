@@ -31,9 +31,15 @@ class ScriptedHuman(SimulatedHuman):
     ``react(utterance, analysis)`` (update state, return a :class:`HumanReply`) and ``outcome()``.
     """
 
-    def __init__(self, card: Mapping[str, Any], vocabulary: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        card: Mapping[str, Any],
+        vocabulary: list[str] | None = None,
+        recognizer: ActRecognizer | None = None,
+    ) -> None:
+        """``recognizer``: a prebuilt one (e.g. cached per card) instead of compiling the card's lexicon."""
         self.card = card
-        self.recognizer = recognizer_from_card(card, vocabulary)
+        self.recognizer = recognizer or recognizer_from_card(card, vocabulary)
         self.templates: Mapping[str, list[str]] = card["replies"]
         self.persona: Mapping[str, Any] = {}
         self.rng = np.random.default_rng(0)

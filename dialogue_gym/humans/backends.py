@@ -17,15 +17,14 @@ import os
 import queue
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from dialogue_gym.agents.base import Messages
 from dialogue_gym.humans.cache import ResponseCache, cache_key
-
-Messages = Sequence[Mapping[str, str]]
 
 
 @dataclass

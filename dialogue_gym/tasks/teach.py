@@ -351,18 +351,11 @@ class ScriptedStudent(ScriptedHuman):
     """A student with a hidden background, style, patience and per-key-point understanding."""
 
     def __init__(self, card: Mapping[str, Any]) -> None:
-        # Same attributes as ScriptedHuman.__init__, but the recognizer (with the catalogue's
-        # vocabulary) comes from the per-card cache instead of being rebuilt for every env.
-        self.card = card
+        # the recognizer (with the catalogue's vocabulary) comes from the per-card cache
         self.index = card_index(card)
-        self.recognizer = self.index.recognizer
-        self.templates = card["replies"]
+        super().__init__(card, recognizer=self.index.recognizer)
         self.model = card["model"]
         self.m = self.index.model
-        self.persona = {}
-        self.rng = np.random.default_rng(0)
-        self.history = []
-        self.turn = 0
 
     def clone(self) -> ScriptedStudent:
         """An independent copy of the student's state (for planning agents); shares the card."""
