@@ -1,0 +1,1 @@
+"""Offline dialogue data: the record schema (``records``), the imagination engine, hindsight."""
