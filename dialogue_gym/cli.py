@@ -385,7 +385,9 @@ def train_cmd(
     click.echo(f"saved {algo} agent to {out}")
 
 
-def _eval_agent(spec: str, env_id: str, algo: str | None, temperature: float | None):
+def _eval_agent(
+    spec: str, env_id: str, algo: str | None, temperature: float | None, max_new_tokens: int | None
+):
     """The agent named by ``--agent``: a checkpoint directory, reference:<level> or prompted:<model>."""
     from pathlib import Path
 
@@ -398,7 +400,8 @@ def _eval_agent(spec: str, env_id: str, algo: str | None, temperature: float | N
     if kind == "prompted" and name:
         from dialogue_gym.agents.prompted import PromptedAgent
 
-        return PromptedAgent(model=name, **({} if temperature is None else {"temperature": temperature}))
+        opts = {"temperature": temperature, "max_tokens": max_new_tokens}
+        return PromptedAgent(model=name, **{k: v for k, v in opts.items() if v is not None})
     if not Path(spec).exists():
         raise click.BadParameter(
             f"{spec!r} is neither an agent directory nor reference:<level> or prompted:<model>",
@@ -408,7 +411,8 @@ def _eval_agent(spec: str, env_id: str, algo: str | None, temperature: float | N
 
     try:
         meta = read_meta(spec, expect_algo=algo)
-        agent = load_agent(spec, **({} if temperature is None else {"temperature": temperature}))
+        opts = {"temperature": temperature, "max_new_tokens": max_new_tokens}
+        agent = load_agent(spec, **{k: v for k, v in opts.items() if v is not None})
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--agent") from None
     if meta.get("env_id") not in (None, env_id):
@@ -434,6 +438,9 @@ def _eval_agent(spec: str, env_id: str, algo: str | None, temperature: float | N
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Envs at once.")
 @click.option("--algo", type=click.Choice(sorted(TRAINERS)), default=None, help="Require this algorithm.")
 @click.option("--temperature", type=float, default=None, help="Sampling temperature for model agents.")
+@click.option(
+    "--max-new-tokens", type=click.IntRange(min=1), default=None, help="Longest utterance (model agents)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def eval_cmd(
     agent_spec: str,
@@ -445,13 +452,14 @@ def eval_cmd(
     batch_size: int,
     algo: str | None,
     temperature: float | None,
+    max_new_tokens: int | None,
     as_json: bool,
 ) -> None:
     """Play an agent for N seeded episodes and print its mean return with a 95% CI."""
     from dialogue_gym.agents.lm import evaluate_batched
 
     _check_env_id(env_id)
-    agent = _eval_agent(agent_spec, env_id, algo, temperature)
+    agent = _eval_agent(agent_spec, env_id, algo, temperature, max_new_tokens)
     results = evaluate_batched(
         agent,
         env_id,
