@@ -86,22 +86,22 @@ class _StopAt(TrainerCallback):
 
 
 def test_resume_from_a_trainer_checkpoint_gives_the_same_model(tmp_path, dataset):
-    """A run interrupted after its step-3 checkpoint and resumed ends with the weights of a run
+    """A run interrupted after its step-2 checkpoint and resumed ends with the weights of a run
     that was never interrupted."""
-    short = dict(max_steps=5, max_length=256, per_device_train_batch_size=2)
+    short = dict(max_steps=4, max_length=256, per_device_train_batch_size=1)
     straight, _ = build_trainer(config(tmp_path / "a", dataset, save_steps=100, **short))
     straight.train()
 
-    cut, _ = build_trainer(config(tmp_path / "b", dataset, save_steps=3, **short))
-    cut.add_callback(_StopAt(3))
+    cut, _ = build_trainer(config(tmp_path / "b", dataset, save_steps=2, **short))
+    cut.add_callback(_StopAt(2))
     cut.train()
-    assert cut.state.global_step == 3 and (tmp_path / "b" / "out" / "checkpoint-3").is_dir()
+    assert cut.state.global_step == 2 and (tmp_path / "b" / "out" / "checkpoint-2").is_dir()
 
-    resumed_cfg = config(tmp_path / "b", dataset, save_steps=3, resume_from_checkpoint="auto", **short)
-    assert resume_argument(resumed_cfg).endswith("checkpoint-3")
+    resumed_cfg = config(tmp_path / "b", dataset, save_steps=2, resume_from_checkpoint="auto", **short)
+    assert resume_argument(resumed_cfg).endswith("checkpoint-2")
     resumed, _ = build_trainer(resumed_cfg)
     resumed.train(resume_from_checkpoint=resume_argument(resumed_cfg))
-    assert resumed.state.global_step == 5
+    assert resumed.state.global_step == 4
     for (name, p), (_, q) in zip(
         straight.model.named_parameters(), resumed.model.named_parameters(), strict=True
     ):
