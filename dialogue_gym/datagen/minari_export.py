@@ -140,7 +140,7 @@ def export_minari(
         warnings.filterwarnings("ignore", message=r"`(author_email|eval_env|code_permalink)` is set to None")
         dataset = minari.create_dataset_from_buffers(
             dataset_id,
-            [EpisodeBuffer(id=i, **episode_arrays(r)) for i, r in enumerate(records)],
+            [],  # episodes are added below, all at once
             env=spec,
             observation_space=obs_space,
             action_space=act_space,
@@ -150,8 +150,17 @@ def export_minari(
             description=description or f"{len(records)} {env_id} dialogues ({generators}) from dialogue-gym",
             data_format=data_format,
         )
-    dataset.storage.update_episode_metadata([_metadata(r) for r in records], range(len(records)))
-    return dataset
+    # Minari re-measures the folder's size after every episode it adds (quadratic in episodes):
+    # measure once at the end instead.
+    storage = dataset.storage
+    storage.get_size = lambda: 0.0
+    try:
+        storage.update_episodes(EpisodeBuffer(id=i, **episode_arrays(r)) for i, r in enumerate(records))
+        storage.update_episode_metadata([_metadata(r) for r in records], range(len(records)))
+    finally:
+        del storage.get_size
+    storage.update_metadata({"dataset_size": storage.get_size()})
+    return minari.MinariDataset(storage)
 
 
 def _metadata(r: Record) -> dict[str, Any]:
