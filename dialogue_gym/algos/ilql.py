@@ -435,8 +435,9 @@ class ILQLModel(nn.Module):
         agent_mask: Tensor,
         rewards: Tensor,
         dones: Tensor,
-        **_: Any,
+        labels: Tensor | None = None,
     ) -> dict[str, Tensor]:
+        """The loss of a collated batch (``labels`` comes with the batch and is not needed)."""
         from dialogue_gym.algos.models import hidden_states, split_lm
 
         hidden = hidden_states(self.lm, input_ids, attention_mask)
@@ -548,6 +549,9 @@ class ILQLTrainer(Trainer):
 
     def __init__(self, model: ILQLModel, args: ILQLConfig, **kwargs: Any) -> None:
         super().__init__(model=model, args=args, **kwargs)
+        # the loss is a mean over each micro-batch's agent tokens: let Trainer average it over
+        # gradient-accumulation steps
+        self.model_accepts_loss_kwargs = False
         self.add_callback(TargetUpdateCallback(args.target_update_rate, args.target_update_every))
         self._metrics: dict[str, list[float]] = defaultdict(list)
 

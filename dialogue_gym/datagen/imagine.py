@@ -580,6 +580,8 @@ class LLMImaginer:
     def complete_many(self, prompts: Sequence[str], kind: str, seeds: Sequence[int]) -> list[str | None]:
         """One answer per prompt (``None`` on a backend error): a batched call where the backend
         has one (local transformers models), else concurrent calls."""
+        if not prompts:
+            return []
         msgs = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": p}] for p in prompts]
         max_tokens = self.tokens[kind]
         self.usage["calls"] += len(prompts)
@@ -741,6 +743,7 @@ class LLMImaginer:
                     "problems": ep.problems,
                     "verdict": ep.verdict,
                     "raw": ep.raw[:2000],
+                    "error": self.last_error if ep.error else None,
                 }
             )
             return None
