@@ -229,7 +229,8 @@ def test_config_hash_ignores_labels_but_not_options():
     a = config_from_dict({"name": "a", "kind": "prompted", "model": "local", "temperature": 0})
     b = config_from_dict({"name": "b", "kind": "prompted", "model": "local", "temperature": 0, "episodes": 3})
     c = config_from_dict({"name": "a", "kind": "prompted", "model": "local", "temperature": 0.7})
-    assert a.hash == b.hash != c.hash and len(a.hash) == 64
+    d = config_from_dict({"name": "d", "kind": "prompted", "model": "local", "temperature": 0.0})
+    assert a.hash == b.hash == d.hash != c.hash and len(a.hash) == 64
 
 
 @pytest.mark.parametrize(
@@ -336,7 +337,7 @@ def test_a_run_in_parts_gives_the_same_table_as_one_run(tmp_path):
 
 
 def test_a_killed_run_resumes_to_the_same_table(tmp_path):
-    args = ["--agent", "competent", "--env", DONATE, "--episodes", "400", "--out", str(tmp_path)]
+    args = ["--agent", "competent", "--env", DONATE, "--episodes", "300", "--out", str(tmp_path)]
     args += ["--no-plot", "--no-progress", "--chunk", "16"]
     results = tmp_path / "results.jsonl"
     proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "leaderboard.py"), *args], cwd=ROOT)
@@ -349,16 +350,16 @@ def test_a_killed_run_resumes_to_the_same_table(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     first = _lines(results)
-    assert was_running and 100 <= first < 1200, first
+    assert was_running and 100 <= first < 900, first
     with open(results, "ab") as fh:  # as if it died mid-line
         fh.write(b'{"schema": "dialogue-gym/leaderboard-v1", "key": "torn')
     result = CliRunner().invoke(leaderboard_cmd, args)
     assert result.exit_code == 0, result.output
     with ResultStore(results) as store:
         resumed = store.rows()
-    assert len(resumed) == 1200 and _lines(results) == 1200
+    assert len(resumed) == 900 and _lines(results) == 900
     settings = _settings(
-        tmp_path / "clean", [reference_config("competent")], (DONATE,), episodes=400, chunk=16
+        tmp_path / "clean", [reference_config("competent")], (DONATE,), episodes=300, chunk=16
     )
     _, clean = play(settings, progress=False, log=lambda m: None)
     assert _tables(tmp_path / "a", resumed) == _tables(tmp_path / "b", clean)

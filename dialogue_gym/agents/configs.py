@@ -64,8 +64,8 @@ class AgentConfig:
 
     @property
     def hash(self) -> str:
-        """sha256 of the canonical config (labels and run controls left out)."""
-        body = {k: v for k, v in self.spec.items() if k not in LABELS}
+        """sha256 of the canonical config (labels and run controls left out; ``0`` and ``0.0`` alike)."""
+        body = _plain_numbers({k: v for k, v in self.spec.items() if k not in LABELS})
         return hashlib.sha256(canonical_json(body).encode()).hexdigest()
 
     @property
@@ -153,6 +153,17 @@ class AgentConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.spec)
+
+
+def _plain_numbers(data: Any) -> Any:
+    """Whole floats as ints, recursively, so ``temperature: 0`` and ``temperature: 0.0`` hash alike."""
+    if isinstance(data, float) and data.is_integer():
+        return int(data)
+    if isinstance(data, Mapping):
+        return {k: _plain_numbers(v) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_plain_numbers(v) for v in data]
+    return data
 
 
 def _import(path: str, cfg: AgentConfig | None = None) -> Any:
