@@ -29,10 +29,14 @@ from dialogue_gym.core.spaces import FreeText
 SPLITS = {"train": range(0, 8), "dev": range(8, 9), "test": range(9, 10)}
 
 
+# What json.dumps(body, sort_keys=True, default=str) builds on every call, built once.
+_ID_JSON = json.JSONEncoder(sort_keys=True, default=str)
+
+
 def persona_id(persona: Mapping[str, Any]) -> str:
     """Stable id of a persona: a hash of its content (without any ``id`` field)."""
     body = {k: v for k, v in persona.items() if k != "id"}
-    return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(_ID_JSON.encode(body).encode()).hexdigest()[:12]
 
 
 def persona_split(pid: str) -> str:

@@ -14,7 +14,6 @@ applies the same guards everywhere:
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +26,16 @@ except ImportError:  # Python 3.10
     import sre_constants as _sc  # type: ignore[no-redef]
     import sre_parse as _sp  # type: ignore[no-redef]
 
-_WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
-_SENTENCE = re.compile(r"(?<=[.!?;])\s+|\n+")
+# Words: letters with inner apostrophes, ``[a-z]+(?:'[a-z]+)?``, written to start with a plain
+# character class, so that `re` skips to the next letter in C. _tokens() finds the same words faster.
+_WORD = re.compile(r"[a-z][a-z]*(?:'[a-z]+)?")
+# Every ASCII character but letters and the apostrophe to a space (see _tokens).
+_LETTERS = str.maketrans({chr(i): chr(i) if chr(i).islower() or chr(i) == "'" else " " for i in range(128)})
+# Sentence breaks: whitespace after ``.!?;``, or a run of line breaks. Written as
+# ``(?<=[.!?;])\s+|\n+`` would split the same, but starting with ``\s`` lets `re` skip to the next
+# whitespace character in C instead of trying both branches at every position (3x faster).
+_SENTENCE = re.compile(r"\s(?:(?<=[.!?;]\s)\s*|(?<=\n)\n*)")
+
 
 COMMON_WORDS = frozenset(
     """
@@ -93,7 +100,12 @@ def looks_like_injection(text: str, tokens: frozenset[str] | None = None) -> boo
     """True when ``text`` addresses the simulator (role markers, chat-template tokens, orders
     to ignore the persona, claims about the reward or the person's decision)."""
     low = text.lower().replace("’", "'")
-    toks = tokens if tokens is not None else frozenset(_WORD.findall(low))
+    return _injection(low, tokens if tokens is not None else frozenset(_WORD.findall(low)))
+
+
+def _injection(low: str, toks: frozenset[str]) -> bool:
+    """:func:`looks_like_injection` of text already lower-cased with straight apostrophes (lowering
+    again changes nothing), given its word set."""
     if "<|" in low and _SPECIAL_TOKEN.search(low):
         return True
     if toks.isdisjoint(_INJECTION_TRIGGERS):
@@ -103,12 +115,40 @@ def looks_like_injection(text: str, tokens: frozenset[str] | None = None) -> boo
 
 def words(text: str) -> list[str]:
     """Lower-cased word tokens of ``text`` (letters with inner apostrophes)."""
-    return _WORD.findall(text.lower().replace("’", "'"))
+    return _tokens(text.lower().replace("’", "'"))
 
 
 def sentences(text: str) -> list[str]:
     """Split ``text`` into sentences on terminal punctuation and newlines."""
     return [s for s in _SENTENCE.split(text.strip()) if s.strip()]
+
+
+def _tokens(low: str) -> list[str]:
+    """``_WORD.findall(low)`` for lower-cased text, twice as fast on ASCII: every character but
+    letters and apostrophes becomes a space and ``str.split`` cuts the runs; only runs with an
+    apostrophe (``don't``, ``'s``) need the regex, and the regex cannot match across a cut."""
+    if not low.isascii():
+        return _WORD.findall(low)
+    runs = low.translate(_LETTERS).split()
+    if "'" not in low:
+        return runs
+    out: list[str] = []
+    for run in runs:
+        if "'" in run:
+            out += _WORD.findall(run)
+        else:
+            out.append(run)
+    return out
+
+
+def _split_sentences(low: str) -> list[str]:
+    """``_SENTENCE.split(low.strip())``, without the regex when no ``.!?;`` but the last
+    character and no line break can end a sentence (one-sentence turns are common)."""
+    text = low.strip()
+    body = text[:-1]
+    if "." in body or "?" in body or "!" in body or ";" in body or "\n" in text:
+        return _SENTENCE.split(text)
+    return [text]
 
 
 @dataclass(slots=True)
@@ -123,10 +163,16 @@ class Analysis:
     gibberish: bool = False
     repeat: bool = False
     injection: bool = False
+    # The words of each sentence (as words() and sentences() read them, empty sentences included;
+    # joined, the words of the text), for the task's own reading of the turn without reading the
+    # text again. Not part of the repr or equality.
+    sentence_words: Sequence[Sequence[str]] = field(default=(), repr=False, compare=False)
 
     @property
     def flags(self) -> tuple[str, ...]:
         """Names of the guards that fired, for ``info`` and analysis."""
+        if not (self.stuffed or self.gibberish or self.repeat or self.injection):
+            return ()
         names = ("stuffed", "gibberish", "repeat", "injection")
         return tuple(n for n in names if getattr(self, n))
 
@@ -156,15 +202,21 @@ class ActRecognizer:
         if not lexicon:
             raise ValueError("act lexicon is empty")
         self.acts = tuple(lexicon)
-        # One flat alternation of every cue, scanned once per sentence. Each cue ends in an empty
-        # marker group whose name (``a<act index>``) is the match's ``lastgroup``; text is
-        # lower-cased first, so no IGNORECASE is needed, and a lookahead on the characters any cue
-        # can start with lets `re` skip most positions after one test.
+        # One alternation of every cue, scanned once per sentence. Each cue ends in an empty marker
+        # group, the match's last group, whose number tells the act; text is lower-cased first, so
+        # no IGNORECASE is needed, and a lookahead on the characters any cue can start with lets
+        # `re` skip most positions after one test. Where every cue can be written as alternatives
+        # that start with a plain character (see _literal_first), they are grouped by that
+        # character, so `re` tries only the cues that can match there: the same first match, with
+        # a fraction of the branch tests.
         cues = [(i, _lower_pattern(c)) for i, act_cues in enumerate(lexicon.values()) for c in act_cues]
-        branches = [f"(?:{c})(?P<c{n}>)" for n, (_, c) in enumerate(cues)]
-        self._cue_act = [self.acts[i] for i, _ in cues]
-        guard = _first_char_guard([c for _, c in cues])
-        self._pattern = re.compile(r"\b" + guard + "(?:" + "|".join(branches) + r")\b")
+        alternation, marker_cue, first = _cue_alternation(cues)
+        guard = _first_char_guard([c for _, c in cues]) if first is None else _char_lookahead(first)
+        self._pattern = re.compile(r"\b" + guard + "(?:" + alternation + r")\b")
+        self._group_act: list[str | None] = [None] * (self._pattern.groups + 1)
+        for name, group in self._pattern.groupindex.items():
+            if name.startswith("c") and name[1:].isdigit():  # marker c<m>: cue marker_cue[m]
+                self._group_act[group] = self.acts[cues[marker_cue[int(name[1:])]][0]]
         vocab = set(COMMON_WORDS)
         for cues in lexicon.values():
             for cue in cues:
@@ -179,21 +231,25 @@ class ActRecognizer:
     def analyse(self, text: str, history: Sequence[str] = ()) -> Analysis:
         """Analyse ``text`` given the agent's earlier utterances ``history`` (oldest first)."""
         low = text.lower().replace("’", "'")
-        toks = _WORD.findall(low)
+        sents = _split_sentences(low)
+        # Sentences are cut at whitespace only, so their words, in order, are the words of the text.
+        sentence_words = [_tokens(sent) for sent in sents]
+        toks = sentence_words[0] if len(sents) == 1 else [w for ws in sentence_words for w in ws]
         n = len(toks)
-        known = sum(map(self.vocabulary.__contains__, toks))
+        tokset = _remember(text, frozenset(toks))  # = _wordset(text), for when it is history
+        unknown = tokset - self.vocabulary  # then count their occurrences: usually none
+        known = n - sum(map(toks.count, unknown)) if unknown else n
         gibberish = n == 0 or known / n < 0.4
-        tokset = frozenset(toks)
-        injection = looks_like_injection(low, tokset)
-        repeat = n >= 3 and any(_similar(tokset, _wordset(h), self.repeat_similarity) for h in history)
+        injection = _injection(low, tokset)
+        repeat = n >= 3 and bool(history) and self._repeats(tokset, history)
 
-        cue_act = self._cue_act
+        group_act, finditer = self._group_act, self._pattern.finditer
         cues: dict[str, int] = {}
         credited: list[str] = []
-        for sent in _SENTENCE.split(low.strip()):
+        for sent in sents:
             counts: dict[str, int] = {}
-            for m in self._pattern.finditer(sent):
-                act = cue_act[int(m.lastgroup[1:])]  # type: ignore[index]
+            for m in finditer(sent):
+                act: str = group_act[m.lastindex]  # type: ignore[assignment,index]
                 counts[act] = counts.get(act, 0) + 1
             if counts:
                 for act, c in counts.items():
@@ -215,12 +271,44 @@ class ActRecognizer:
             gibberish=gibberish,
             repeat=repeat,
             injection=injection,
+            sentence_words=sentence_words,
         )
 
+    def _repeats(self, tokset: frozenset[str], history: Sequence[str]) -> bool:
+        """Whether ``tokset`` is a near-repeat of an utterance in ``history`` (:func:`_similar` of each)."""
+        threshold = self.repeat_similarity
+        la = len(tokset)
+        for h in history:
+            b = _wordset(h)
+            lb = len(b)
+            # Jaccard <= min/max, so sizes far apart rule a repeat out without intersecting
+            if (la if la < lb else lb) < threshold * (la if la > lb else lb):
+                continue
+            inter = len(tokset & b)
+            if inter / (la + lb - inter) >= threshold:
+                return True
+        return False
 
-@functools.lru_cache(maxsize=4096)
+
+# frozenset(words(text)) of recent texts. analyse() stores the set it builds for every utterance,
+# so when the utterance comes back as history in later turns its words are not read again.
+_WORD_SETS: dict[str, frozenset[str]] = {}
+_WORD_SETS_MAX = 4096
+
+
 def _wordset(text: str) -> frozenset[str]:
-    return frozenset(words(text))
+    """``frozenset(words(text))``, remembered."""
+    found = _WORD_SETS.get(text)
+    if found is None:
+        found = _remember(text, frozenset(words(text)))
+    return found
+
+
+def _remember(text: str, word_set: frozenset[str]) -> frozenset[str]:
+    if len(_WORD_SETS) >= _WORD_SETS_MAX:
+        _WORD_SETS.clear()  # bounded, and safe with threads (one C call)
+    _WORD_SETS[text] = word_set
+    return word_set
 
 
 def _similar(a: frozenset[str], b: frozenset[str], threshold: float) -> bool:
@@ -230,6 +318,154 @@ def _similar(a: frozenset[str], b: frozenset[str], threshold: float) -> bool:
         return False
     inter = len(a & b)
     return inter / (la + lb - inter) >= threshold
+
+
+_SPECIAL = frozenset("\\.^$*+?{}[]|()")
+_QUANTIFIERS = ("*", "+", "?", "{")
+_LEADING_GUARD = re.compile(r"\(\?=\[([a-z0-9]+)\]\)")  # a first-character lookahead (?=[abc])
+
+
+def _cue_alternation(cues: Sequence[tuple[int, str]]) -> tuple[str, list[int], set[str] | None]:
+    """The alternation of ``cues`` ((act index, lower-cased pattern) in lexicon order), for each
+    marker group ``c<m>`` that ends an alternative the index of its cue, and the characters a match
+    can start with (``None`` if not worked out).
+
+    When every cue expands into alternatives with a plain first character, the alternatives are
+    grouped by that character, each group keeping their order: ``a(?:...)|b(?:...)``. At any
+    position only the group of the character there can match, and within it `re` tries the same
+    alternatives in the same order as in the flat alternation, so the first match is the same.
+    """
+    flat = "|".join(f"(?:{c})(?P<c{n}>)" for n, (_, c) in enumerate(cues)), list(range(len(cues))), None
+    if any(re.search(r"\\[1-9]|\(\?P|\(\?\(", c) for _, c in cues):  # backreferences, named groups
+        return flat
+    groups: dict[str, list[str]] = {}
+    marker_cue: list[int] = []
+    for n, (_, cue) in enumerate(cues):
+        alternatives = _literal_first(cue)
+        if alternatives is None:
+            return flat
+        for alt in alternatives:
+            groups.setdefault(alt[0], []).append(f"(?:{alt[1:]})(?P<c{len(marker_cue)}>)")
+            marker_cue.append(n)
+    alternation = "|".join(re.escape(ch) + "(?:" + "|".join(alts) + ")" for ch, alts in groups.items())
+    return alternation, marker_cue, set(groups)
+
+
+def _literal_first(pattern: str, depth: int = 0) -> list[str] | None:
+    """``pattern`` as alternatives that each start with a plain character, in the order `re` tries
+    them, or ``None`` when that needs more than opening leading groups and top-level ``|``.
+
+    ``(?:A|B)C`` becomes ``AC``, ``BC``; an optional group ``(?:A)?C`` becomes ``AC``, ``C`` (greedy:
+    the group first). A capturing group loses its capture, which nothing reads (the caller refuses
+    backreferences).
+    """
+    parts = _split_alternatives(pattern)
+    if parts is None or depth > 8:
+        return None
+    if len(parts) > 1:
+        out: list[str] = []
+        for part in parts:
+            alts = _literal_first(part, depth + 1)
+            if alts is None:
+                return None
+            out += alts
+        return out
+    if not pattern:
+        return None  # it could match the empty string
+    if pattern[0] not in _SPECIAL:
+        return None if pattern[1:2] in _QUANTIFIERS else [pattern]
+    guard = _LEADING_GUARD.match(pattern)
+    if guard:  # (?=[abc])X: the alternatives of X that start with a, b or c; the rest never match
+        alts = _literal_first(pattern[guard.end() :], depth + 1)
+        return None if alts is None else [a for a in alts if a[0] in guard[1]]
+    end = _group_end(pattern) if pattern[0] == "(" else -1
+    if end < 0:
+        return None
+    inner, rest = pattern[1:end], pattern[end + 1 :]
+    if inner.startswith("?:"):
+        inner = inner[2:]
+    elif inner.startswith("?"):
+        return None  # a lookaround, named group or flags
+    choices = _split_alternatives(inner)
+    if choices is None:
+        return None
+    if rest[:1] == "?" and rest[1:2] not in ("?", "+"):
+        choices, rest = [*choices, ""], rest[1:]
+    elif rest[:1] in _QUANTIFIERS:
+        return None
+    out = []
+    for choice in choices:
+        alts = _literal_first(choice + rest, depth + 1)
+        if alts is None:
+            return None
+        out += alts
+    return out
+
+
+def _split_alternatives(pattern: str) -> list[str] | None:
+    """``pattern`` split at its top-level ``|`` (outside groups and character classes); ``None``
+    when its brackets do not balance."""
+    parts, depth, start, i = [], 0, 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "[":
+            i = _class_end(pattern, i)
+            if i < 0:
+                return None
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth < 0:
+                return None
+        elif ch == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    if depth:
+        return None
+    parts.append(pattern[start:])
+    return parts
+
+
+def _group_end(pattern: str) -> int:
+    """Index of the ``)`` closing the group that opens at ``pattern[0]`` (-1 if none)."""
+    depth, i = 0, 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 1
+        elif ch == "[":
+            i = _class_end(pattern, i)
+            if i < 0:
+                return -1
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return -1
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Index of the ``]`` closing the character class that opens at ``pattern[start]`` (-1 if none)."""
+    i = start + 1
+    if pattern[i : i + 1] == "^":
+        i += 1
+    if pattern[i : i + 1] == "]":  # a leading ] is a literal
+        i += 1
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == "]":
+            return i
+        i += 1
+    return -1
 
 
 def _first_chars(items: Any) -> set[str] | None:
@@ -286,4 +522,9 @@ def _first_char_guard(cues: Sequence[str]) -> str:
         if not first:
             return ""
         chars |= first
+    return _char_lookahead(chars)
+
+
+def _char_lookahead(chars: set[str]) -> str:
+    """A lookahead ``(?=[...])`` on one of ``chars``."""
     return "(?=[" + "".join(re.escape(c) for c in sorted(chars)) + "])"

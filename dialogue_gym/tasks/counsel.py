@@ -44,6 +44,7 @@ need (suggestions or being heard) was met, the relief, and how the chat ended.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -72,14 +73,40 @@ ACTS = (
 
 
 # --- persona sampling ------------------------------------------------------------------------
+_INTENSITY: dict[int, tuple[Mapping[str, Any], list[int], list[float]]] = {}
+
+
+def _intensity_table(card: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+    """The card's intensity levels and the cumulative distribution ``rng.choice(n, p=p)`` builds
+    from ``p`` (``cdf = p.cumsum(); cdf /= cdf[-1]``), computed once per card."""
+    hit = _INTENSITY.get(id(card))
+    if hit is not None and hit[0] is card:
+        return hit[1], hit[2]
+    dist = card["personas"]["intensity"]
+    probs = np.array([float(v) for v in dist.values()])
+    if not (len(probs) and np.all(probs >= 0) and probs.sum() > 0):  # what rng.choice would refuse
+        raise TaskCardError(f"counsel card: personas.intensity needs non-negative weights, got {dict(dist)}")
+    cdf = (probs / probs.sum()).cumsum()
+    cdf /= cdf[-1]
+    if len(_INTENSITY) >= 16:
+        _INTENSITY.pop(next(iter(_INTENSITY)))
+    table = (card, [int(k) for k in dist], cdf.tolist())
+    _INTENSITY[id(card)] = table  # holding the card keeps its id from being reused
+    return table[1], table[2]
+
+
 def sample_counsel_persona(card: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
-    """Draw a seeker: problem, emotion, intensity, openness, advice need, patience and risk."""
+    """Draw a seeker: problem, emotion, intensity, openness, advice need, patience and risk.
+
+    The intensity is what ``rng.choice(len(levels), p=probs / probs.sum())`` draws, done as numpy
+    does it (one ``rng.random()``, then the first cumulative probability above it) without the
+    call's argument checks, which cost more than the rest of the persona.
+    """
     spec = card["personas"]
     problems = list(card["problems"])
     problem = problems[int(rng.integers(len(problems)))]
     emotions = card["problems"][problem]["emotions"]
-    levels = [int(k) for k in spec["intensity"]]
-    probs = np.array([float(v) for v in spec["intensity"].values()])
+    levels, cdf = _intensity_table(card)
     lo, hi = spec["openness"]
     risk = bool(rng.random() < float(spec["risk_share"]))
     r_lo, r_hi = spec["risk_turn"]
@@ -88,7 +115,7 @@ def sample_counsel_persona(card: Mapping[str, Any], rng: np.random.Generator) ->
         "problem": problem,
         "story": int(rng.integers(len(card["problems"][problem]["surface"]))),
         "emotion": str(emotions[int(rng.integers(len(emotions)))]),
-        "intensity": levels[int(rng.choice(len(levels), p=probs / probs.sum()))],
+        "intensity": levels[bisect.bisect_right(cdf, rng.random())],
         "openness": round(float(rng.uniform(lo, hi)), 2),
         "advice": "practical" if rng.random() < float(spec["practical_share"]) else "listen",
         "patience": int(rng.integers(p_lo, p_hi + 1)),

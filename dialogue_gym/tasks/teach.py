@@ -171,6 +171,13 @@ class ConceptIndex:
         out.append(hit)
         return out  # type: ignore[return-value]
 
+    def words_hits(self, sentence_words: Sequence[Sequence[str]]) -> list[set[str]]:
+        """:meth:`hits` of each sentence given its words (as :class:`~dialogue_gym.core.text.Analysis`
+        ``sentence_words`` has them): the same sets as :meth:`sentence_hits`, without reading the
+        text again."""
+        forms = self._forms
+        return [{forms[w] for w in forms.keys() & ws} for ws in sentence_words]
+
     def taught(self, sents: Sequence[str], limit: int = 2) -> list[str]:
         """Key point ids (and ``"prereq"``) carried by the sentences, first-come, at most ``limit``."""
         return self._taught([self.hits(sent) for sent in sents], limit)
@@ -414,7 +421,7 @@ class ScriptedStudent(ScriptedHuman):
                     parts.append(self.say("probe_prereq", **slots))
         if "encourage" in acts and self.level == "novice":
             self.patience = min(float(self.persona["patience"]), self.patience + 1)
-        parts += self._teach(utterance, acts, slots)
+        parts += self._teach(utterance, acts, slots, analysis.sentence_words)
         if "check" in acts:
             parts.append(self._check())
         if "summarise" in acts:
@@ -436,8 +443,15 @@ class ScriptedStudent(ScriptedHuman):
                 parts.append(self.say("filler", **slots))
         return self._maybe_leave(" ".join(parts))
 
-    def _teach(self, utterance: str, acts: Sequence[str], slots: Mapping[str, str]) -> list[str]:
-        """Jargon definitions, the prerequisite and key points carried by the utterance."""
+    def _teach(
+        self,
+        utterance: str,
+        acts: Sequence[str],
+        slots: Mapping[str, str],
+        sentence_words: Sequence[Sequence[str]] = (),
+    ) -> list[str]:
+        """Jargon definitions, the prerequisite and key points carried by the utterance
+        (``sentence_words``: its words per sentence, from the recognizer's analysis, if at hand)."""
         parts: list[str] = []
         bored = False
         words_ = self.words
@@ -450,8 +464,9 @@ class ScriptedStudent(ScriptedHuman):
                 self.defined |= new
                 bored = self.level == "expert"
                 parts.append(self.say("defined"))
-        # The text is lower-cased and split into sentences once; each sentence's concept words
-        # serve both the key points taught and (their union) the analogy / example check.
+        # The text is lower-cased and split into sentences once (by the recognizer); each
+        # sentence's concept words serve both the key points taught and (their union) the analogy
+        # / example check.
         low = utterance.lower()
         undefined = words_._jargon_low(low)
         if undefined:
@@ -459,7 +474,10 @@ class ScriptedStudent(ScriptedHuman):
         confusing = bool(undefined) and (
             self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
         )
-        sent_hits = words_.sentence_hits(low.replace("’", "'"))
+        if sentence_words:
+            sent_hits = words_.words_hits(sentence_words)
+        else:
+            sent_hits = words_.sentence_hits(low.replace("’", "'"))
         items = words_._taught(sent_hits)
         if PREREQ in items:
             if self.missing_prereq and not confusing:
