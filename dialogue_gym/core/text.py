@@ -15,7 +15,7 @@ applies the same guards everywhere:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -402,36 +402,10 @@ def _literal_first(pattern: str, depth: int = 0) -> list[str] | None:
     return out
 
 
-def _split_alternatives(pattern: str) -> list[str] | None:
-    """``pattern`` split at its top-level ``|`` (outside groups and character classes); ``None``
-    when its brackets do not balance."""
-    parts, depth, start, i = [], 0, 0, 0
-    while i < len(pattern):
-        ch = pattern[i]
-        if ch == "\\":
-            i += 1
-        elif ch == "[":
-            i = _class_end(pattern, i)
-            if i < 0:
-                return None
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth < 0:
-                return None
-        elif ch == "|" and depth == 0:
-            parts.append(pattern[start:i])
-            start = i + 1
-        i += 1
-    if depth:
-        return None
-    parts.append(pattern[start:])
-    return parts
-
-
-def _group_end(pattern: str) -> int:
-    """Index of the ``)`` closing the group that opens at ``pattern[0]`` (-1 if none)."""
+def _brackets(pattern: str) -> Iterator[tuple[int, str, int]]:
+    """``(index, "(" | ")" | "|", depth after it)`` for each group bracket and alternation bar of
+    ``pattern`` outside escapes and character classes; ``(index, "", -1)`` ends it early when a
+    character class does not close."""
     depth, i = 0, 0
     while i < len(pattern):
         ch = pattern[i]
@@ -440,14 +414,37 @@ def _group_end(pattern: str) -> int:
         elif ch == "[":
             i = _class_end(pattern, i)
             if i < 0:
-                return -1
-        elif ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+                yield len(pattern), "", -1
+                return
+        elif ch in "()|":
+            depth += {"(": 1, ")": -1, "|": 0}[ch]
+            yield i, ch, depth
         i += 1
+
+
+def _split_alternatives(pattern: str) -> list[str] | None:
+    """``pattern`` split at its top-level ``|`` (outside groups and character classes); ``None``
+    when its brackets do not balance."""
+    parts, start, depth = [], 0, 0
+    for i, ch, depth in _brackets(pattern):
+        if depth < 0:
+            return None
+        if ch == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+    if depth:
+        return None
+    parts.append(pattern[start:])
+    return parts
+
+
+def _group_end(pattern: str) -> int:
+    """Index of the ``)`` closing the group that opens at ``pattern[0]`` (-1 if none)."""
+    for i, ch, depth in _brackets(pattern):
+        if depth < 0:
+            return -1
+        if ch == ")" and depth == 0:
+            return i
     return -1
 
 
