@@ -47,6 +47,25 @@ def make_data(env_id: str, out: Path, n: int, seed: int) -> dict[str, Path]:
     return {"imagined": imagined, "hindsight": hindsight}
 
 
+def data_summary(env_id: str, paths: dict[str, Path], fraction: float) -> list[str]:
+    """Markdown rows: what each training set offers (train split): dialogues, mean return, the mean
+    of the best ``fraction`` (what filtered BC imitates) and the best return."""
+    from statistics import fmean
+
+    from dialogue_gym.algos.data import load_training_records, top_fraction
+
+    rows = []
+    for name, path in paths.items():
+        records = load_training_records(path, env_id, "train")
+        top = top_fraction(records, fraction)
+        returns = [r.ret for r in records]
+        rows.append(
+            f"| {env_id} | {name} | {len(records)} | {fmean(returns):.3f} | "
+            f"{fmean(r.ret for r in top):.3f} | {max(returns):.3f} |"
+        )
+    return rows
+
+
 def train_agent(algo: str, data: Path, env_id: str, out: Path, args: argparse.Namespace) -> Path:
     """Train one agent unless its checkpoint already exists; returns the checkpoint directory."""
     if (out / "dialogue_gym_agent.json").is_file():
@@ -63,7 +82,6 @@ def train_agent(algo: str, data: Path, env_id: str, out: Path, args: argparse.Na
         seed=args.seed,
         bf16=args.bf16,
         report_to="tensorboard",
-        logging_dir=str(out / "logs"),
         save_steps=500,
         max_steps=args.max_steps,
     )
@@ -101,8 +119,13 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     args = p.parse_args()
 
+    summary = [
+        f"| env | data | train dialogues | mean return | top {args.top_fraction:.0%} mean | best |",
+        "|---|---|---|---|---|---|",
+    ]
     for env_id in args.envs:
         paths = make_data(env_id, args.out / env_id, args.n, args.seed)
+        summary += data_summary(env_id, paths, args.top_fraction)
         for data_name in DATASETS:
             for algo in ALGOS:
                 train_agent(algo, paths[data_name], env_id, args.out / env_id / f"{data_name}-{algo}", args)
@@ -141,7 +164,9 @@ def main() -> None:
     )
     for path in write_report(report, settings.out_dir):
         print(f"wrote {path}")
+    (settings.out_dir / "data.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
     print(to_markdown(report))
+    print("\n".join(summary))
 
 
 if __name__ == "__main__":
