@@ -115,6 +115,8 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation seed (test personas)")
+    p.add_argument("--ilql-beta", type=float, default=1.0, help="ILQL inference: logits + beta * (Q - V)")
+    p.add_argument("--ilql-top-k", type=int, default=20, help="ILQL inference: the policy's top-k tokens")
     p.add_argument("--no-prompted", action="store_true", help="skip the prompted SmolLM2 agent")
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     args = p.parse_args()
@@ -146,9 +148,10 @@ def main() -> None:
     for data_name in DATASETS:
         for algo in ALGOS:
             path = str(args.out / "{env_id}" / f"{data_name}-{algo}")
-            agents.append(
-                config_from_dict({"name": f"{algo} ({data_name})", "kind": "checkpoint", "path": path})
-            )
+            spec = {"name": f"{algo} ({data_name})", "kind": "checkpoint", "path": path}
+            if algo == "ilql":  # inference settings, as agents/ilql-*.yaml has them
+                spec["kwargs"] = {"beta": args.ilql_beta, "top_k": args.ilql_top_k}
+            agents.append(config_from_dict(spec))
     settings = Settings(
         agents=agents,
         env_ids=list(args.envs),

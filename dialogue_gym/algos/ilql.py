@@ -83,8 +83,9 @@ class ILQLConfig(TrainingArguments):
             runs of tens of thousands of steps; ours are hundreds.
         beta: 1.0, the default inference temperature of the advantage, ``logits + beta * (Q - V)``
             (trlx's default; the paper sweeps beta). ``load_agent(path, beta=...)`` overrides it.
-        top_k: None; if set, the agent samples only among the behaviour policy's top-k tokens
-            (the paper's and trlx's option against over-trusting Q far from the data).
+        top_k: 20, the agent picks only among the behaviour policy's top-k tokens at each step
+            (trlx's ``gen_kwargs`` default ``top_k=20``; the paper's guard against over-trusting Q
+            on tokens the data never took). ``None`` keeps the whole vocabulary.
 
     The remaining fields are ``transformers.TrainingArguments`` (batch size, learning rate,
     epochs, checkpointing, ``bf16``, ``report_to``...), with BC's defaults. ``learning_rate``
@@ -109,7 +110,7 @@ class ILQLConfig(TrainingArguments):
     target_update_rate: float = field(default=0.005, metadata={"help": "Polyak rate of the target Q heads"})
     target_update_every: int = field(default=1, metadata={"help": "optimizer steps between target updates"})
     beta: float = field(default=1.0, metadata={"help": "inference: weight of the advantage Q - V"})
-    top_k: int | None = field(default=None, metadata={"help": "inference: keep the policy's top-k tokens"})
+    top_k: int | None = field(default=20, metadata={"help": "inference: keep the policy's top-k tokens"})
 
     # TrainingArguments with other defaults (as BCConfig's)
     output_dir: str | None = field(default=None, metadata={"help": "Where the agent and checkpoints go."})
