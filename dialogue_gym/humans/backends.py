@@ -243,7 +243,7 @@ class HFBackend(ChatBackend):
             self.tokenizer = AutoTokenizer.from_pretrained(self.path, padding_side="left")
             if self.tokenizer.pad_token is None:
                 self.tokenizer.pad_token = self.tokenizer.eos_token
-            model = AutoModelForCausalLM.from_pretrained(self.path, torch_dtype=getattr(torch, self.dtype))
+            model = AutoModelForCausalLM.from_pretrained(self.path, dtype=getattr(torch, self.dtype))
             self._model = model.to(device).eval()
             self._batcher = _Batcher(self._generate, self.max_batch)
 
