@@ -336,6 +336,31 @@ def test_a_run_in_parts_gives_the_same_table_as_one_run(tmp_path):
     assert _tables(tmp_path / "one", whole) == _tables(parts, rows)
 
 
+def test_merged_episodes_from_another_store_are_not_played_again(tmp_path):
+    """Episodes played elsewhere (another machine, the experiment script) join a store through
+    --merge; the leaderboard then plays only what is still missing and gives one run's table."""
+    agents = [reference_config("competent")]
+    _, whole = play(_settings(tmp_path / "one", agents, episodes=12), progress=False, log=lambda m: None)
+    play(_settings(tmp_path / "elsewhere", agents, episodes=8), progress=False, log=lambda m: None)
+    out = tmp_path / "merged"
+    args = ["--agent", "competent", "--env", TEACH, "--episodes", "12", "--out", str(out), "--no-plot"]
+    args += ["--no-progress", "--merge", str(tmp_path / "elsewhere" / "results.jsonl")]
+    result = CliRunner().invoke(leaderboard_cmd, args)
+    assert result.exit_code == 0, result.output
+    assert "merged 24 new episodes" in result.output  # 8 seeds x (competent, naive, oracle)
+    assert _lines(out / "results.jsonl") == 36  # 12 more were played, none twice
+    result = CliRunner().invoke(leaderboard_cmd, args)  # merging again adds nothing
+    assert result.exit_code == 0 and "merged 0 new episodes" in result.output
+    assert _lines(out / "results.jsonl") == 36
+    with ResultStore(out / "results.jsonl") as store:
+        assert _tables(tmp_path / "a", store.rows()) == _tables(tmp_path / "b", whole)
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"schema": "dialogue-gym/leaderboard-v1", "key": "k"}\nnot json\n')
+    result = CliRunner().invoke(leaderboard_cmd, [*args[:-1], str(broken)])
+    assert result.exit_code != 0 and f"{broken}:2: not valid JSON" in result.output
+    assert _lines(out / "results.jsonl") == 36  # nothing of the broken file was added
+
+
 def test_a_killed_run_resumes_to_the_same_table(tmp_path):
     args = ["--agent", "competent", "--env", DONATE, "--episodes", "300", "--out", str(tmp_path)]
     args += ["--no-plot", "--no-progress", "--chunk", "16"]

@@ -95,6 +95,13 @@ def _command_line() -> str:
     multiple=True,
     help="Module to import first, here and in workers (registers your envs/agents).",
 )
+@click.option(
+    "--merge",
+    "merge_paths",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Add episodes from another results file (another machine, benchmarks/experiment.py) first.",
+)
 @click.option("--retry-errors", is_flag=True, help="Play episodes recorded as errors again.")
 @click.option(
     "--limit", type=click.IntRange(min=0), default=None, help="Play at most this many new episodes now."
@@ -129,6 +136,7 @@ def leaderboard(
     ray: bool,
     ray_address: str | None,
     imports: tuple[str, ...],
+    merge_paths: tuple[str, ...],
     retry_errors: bool,
     limit: int | None,
     quick: bool,
@@ -147,6 +155,10 @@ def leaderboard(
         raise click.BadParameter(f"pass^k needs k <= --trials ({trials})", param_hint="--pass-k")
     pass_ks = pass_ks or ((trials,) if trials > 1 else ())
     try:
+        if merge_paths:
+            with ResultStore(out / "results.jsonl") as store:
+                for path in merge_paths:
+                    click.echo(f"merged {store.merge(path)} new episodes from {path}", err=True)
         if report_only:
             with ResultStore(out / "results.jsonl") as store:
                 rows = [r for r in store.rows() if not env_ids or r["env_id"] in env_ids]

@@ -110,6 +110,21 @@ class ResultStore:
         for row in rows:
             self.append(row)
 
+    def merge(self, path: str | Path) -> int:
+        """Add the rows of another results file (played on another machine, or by
+        ``benchmarks/experiment.py``) that this store does not hold yet; returns how many.
+
+        Rows keep their own provenance (commit, env fingerprint, seeds); the key says which
+        episode a row is, so an episode is never counted twice. A bad line raises
+        :class:`StoreError` naming it before anything is added.
+        """
+        new = {}
+        for row in read_rows(path):
+            if not self.done(row["key"]):
+                new[row["key"]] = row
+        self.extend(new.values())
+        return len(new)
+
     def rows(self) -> list[dict[str, Any]]:
         """Every episode in the store, one row per key (the latest)."""
         return list(self._rows.values())
