@@ -23,6 +23,8 @@ is where ``agents/{bc,fbc,ilql}.yaml`` point for the committed leaderboard.
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -103,6 +105,8 @@ def train_agent(algo: str, data: Path, env_id: str, out: Path, args: argparse.Na
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=list(BUILTIN), help="env ids (default: the four tasks)")
+    p.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS), help="training sets")
+    p.add_argument("--algos", nargs="+", choices=ALGOS, default=list(ALGOS), help="algorithms")
     p.add_argument("--n", type=int, default=2000, help="imagined dialogues per task")
     p.add_argument("--episodes", type=int, default=300, help="evaluation episodes per agent and task")
     p.add_argument("--model", default="tiny", help="base model: tiny, smollm2 or a HF path")
@@ -128,8 +132,8 @@ def main() -> None:
     for env_id in args.envs:
         paths = make_data(env_id, args.out / env_id, args.n, args.seed)
         summary += data_summary(env_id, paths, args.top_fraction)
-        for data_name in DATASETS:
-            for algo in ALGOS:
+        for data_name in args.datasets:
+            for algo in args.algos:
                 train_agent(algo, paths[data_name], env_id, args.out / env_id / f"{data_name}-{algo}", args)
 
     agents = [reference_config(level) for level in ("naive", "competent", "oracle")]
@@ -145,8 +149,8 @@ def main() -> None:
                 }
             )
         )
-    for data_name in DATASETS:
-        for algo in ALGOS:
+    for data_name in args.datasets:
+        for algo in args.algos:
             path = str(args.out / "{env_id}" / f"{data_name}-{algo}")
             spec = {"name": f"{algo} ({data_name})", "kind": "checkpoint", "path": path}
             if algo == "ilql":  # inference settings, as agents/ilql-*.yaml has them
@@ -162,9 +166,7 @@ def main() -> None:
     )
     _, rows = play(settings)
     report = build_report(rows)
-    report.command = "python benchmarks/experiment.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k not in ("envs",)
-    )
+    report.command = " ".join(["python benchmarks/experiment.py", *map(shlex.quote, sys.argv[1:])])
     for path in write_report(report, settings.out_dir):
         print(f"wrote {path}")
     (settings.out_dir / "data.md").write_text("\n".join(summary) + "\n", encoding="utf-8")
