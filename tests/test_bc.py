@@ -231,3 +231,33 @@ def test_finetune_bundled_smollm2_and_reload(tmp_path, dataset):
     assert isinstance(text, str) and text
     again = load_agent(out, max_new_tokens=24)
     assert again.act(msgs) == text
+
+
+def test_lm_agent_never_ends_a_turn_before_it_starts():
+    """An empty utterance is not an action: with min_new_tokens=1 (the default) the end-of-turn
+    token is barred at the first step even when a logits processor (ILQL's shift, say) rates it
+    highest; with 0 the same agent says nothing and falls back."""
+    from transformers import LogitsProcessor
+
+    from dialogue_gym.algos.models import load_base_model
+
+    model, tokenizer = load_base_model("tiny")
+    hi = tokenizer.encode("Hi", add_special_tokens=False)[0]
+
+    class PreferStop(LogitsProcessor):
+        def __init__(self, stop_ids):
+            self.stop_ids = list(stop_ids)
+
+        def __call__(self, input_ids, scores):
+            scores = scores.clone()
+            scores[:, hi] += 5e3
+            scores[:, self.stop_ids] += 1e4
+            return scores
+
+    prompt = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello?"}]
+    agent = LMAgent(model, tokenizer, max_new_tokens=4)
+    agent.logits_processor = PreferStop(agent.stop_ids)
+    assert agent.act_batch([prompt]) == ["Hi"] and agent.stats["empty"] == 0
+    eager = LMAgent(model, tokenizer, max_new_tokens=4, min_new_tokens=0)
+    eager.logits_processor = PreferStop(eager.stop_ids)
+    assert eager.act_batch([prompt]) == [eager.fallback] and eager.stats["empty"] == 1

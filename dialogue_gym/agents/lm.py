@@ -30,6 +30,9 @@ class LMAgent(Agent):
     Args:
         model, tokenizer: a transformers causal LM and its tokenizer (with a chat template).
         max_new_tokens: the longest utterance, in tokens.
+        min_new_tokens: the end-of-turn token is barred until this many tokens are out: an empty
+            utterance is never a valid action (ILQL's Q heads, for one, can overrate ending a turn
+            before it starts, a move the data never shows).
         temperature: 0 decodes greedily (the default, reproducible); above 0 samples.
         top_p: nucleus sampling mass when sampling.
         repetition_penalty: optional transformers repetition penalty (1.0 = none).
@@ -47,6 +50,7 @@ class LMAgent(Agent):
         tokenizer: Any,
         *,
         max_new_tokens: int = 64,
+        min_new_tokens: int = 1,
         temperature: float = 0.0,
         top_p: float = 1.0,
         repetition_penalty: float = 1.0,
@@ -63,6 +67,7 @@ class LMAgent(Agent):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, temperature, top_p
+        self.min_new_tokens = min_new_tokens
         self.repetition_penalty = repetition_penalty
         self.logits_processor = logits_processor
         context = getattr(model.config, "max_position_embeddings", None) or 2048
@@ -106,6 +111,7 @@ class LMAgent(Agent):
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
             max_new_tokens=self.max_new_tokens,
+            min_new_tokens=self.min_new_tokens,
             do_sample=sample,
             temperature=self.temperature if sample else None,
             top_p=self.top_p if sample else None,
