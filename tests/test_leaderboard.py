@@ -466,6 +466,28 @@ def test_a_missing_checkpoint_is_skipped_with_a_message(tmp_path):
     assert all("could not build the agent" in r["error"] for r in rows)
 
 
+def tiny_lm_agent(env_id: str):
+    """An untrained tiny LM agent (a Python-import agent for the test below)."""
+    from dialogue_gym.agents.lm import LMAgent
+    from dialogue_gym.algos.models import load_base_model
+
+    model, tokenizer = load_base_model("tiny")
+    return LMAgent(model, tokenizer, max_new_tokens=5, name="tiny")
+
+
+def test_lm_agents_tokens_are_recorded(tmp_path):
+    """A trained-model agent's prompt and generated tokens reach the rows and the table."""
+    spec = {"name": "tiny", "kind": "python", "import": "tests.test_leaderboard:tiny_lm_agent"}
+    cfg = config_from_dict(spec)
+    settings = _settings(tmp_path, [cfg], envs=(DONATE,), episodes=2, normalise=False)
+    _, rows = play(settings, progress=False, log=lambda m: None)
+    assert len(rows) == 2 and all(r["error"] is None for r in rows)
+    for r in rows:
+        assert r["tokens"]["agent_prompt"] > 50 * r["turns"]  # the role instructions alone
+        assert 0 < r["tokens"]["agent_completion"] <= 5 * r["turns"]
+    assert "| tiny |" in to_markdown(build_report(rows))
+
+
 # --- the command -------------------------------------------------------------------------------
 def test_quick_command_writes_the_tables_and_plot(tmp_path):
     result = CliRunner().invoke(

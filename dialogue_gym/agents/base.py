@@ -11,9 +11,23 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 Messages = Sequence[Mapping[str, str]]
+
+
+@dataclass
+class AgentReply:
+    """One agent utterance with the accounting of the model call behind it. Agents that call a
+    model offer ``respond_batch(batch, personas) -> list[AgentReply]`` beside ``act_batch``, and
+    the leaderboard records their tokens and cost from it."""
+
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    fallback: bool = False
 
 
 class Agent(ABC):

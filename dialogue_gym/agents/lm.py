@@ -20,7 +20,7 @@ import gymnasium as gym
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from dialogue_gym.agents.base import Agent, Messages
+from dialogue_gym.agents.base import Agent, AgentReply, Messages
 from dialogue_gym.evaluation import EpisodeResult
 
 
@@ -84,7 +84,14 @@ class LMAgent(Agent):
         self, batch: Sequence[Messages], personas: Sequence[Mapping[str, Any] | None] | None = None
     ) -> list[str]:
         """Utterances for many conversations, ``batch_size`` per left-padded ``generate`` call."""
-        out: list[str] = []
+        return [reply.text for reply in self.respond_batch(batch, personas)]
+
+    def respond_batch(
+        self, batch: Sequence[Messages], personas: Sequence[Mapping[str, Any] | None] | None = None
+    ) -> list[AgentReply]:
+        """:meth:`act_batch` with each utterance's prompt and generated token counts (what the
+        leaderboard records as tokens; the cost of a local model is 0)."""
+        out: list[AgentReply] = []
         for start in range(0, len(batch), self.batch_size):
             out += self._generate(batch[start : start + self.batch_size])
         return out
@@ -96,7 +103,7 @@ class LMAgent(Agent):
         return encode_prompt(messages, self.tokenizer, self.max_length)
 
     @torch.no_grad()
-    def _generate(self, batch: Sequence[Messages]) -> list[str]:
+    def _generate(self, batch: Sequence[Messages]) -> list[AgentReply]:
         prompts = [self.prompt_ids(m) for m in batch]
         width = max(len(p) for p in prompts)
         device = self.model.device
@@ -121,18 +128,17 @@ class LMAgent(Agent):
             eos_token_id=self.stop_ids,
             pad_token_id=self.pad_id,
         )[:, width:]
-        texts = []
-        for row in generated.tolist():
+        replies = []
+        for prompt, row in zip(prompts, generated.tolist(), strict=True):
             n = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
             self.stats["generated_tokens"] += n
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True).strip()
             if not text:
                 self.stats["empty"] += 1
-                text = self.fallback
-            texts.append(text)
+            replies.append(AgentReply(text or self.fallback, len(prompt), n, fallback=not text))
         self.stats["calls"] += len(prompts)
         self.stats["prompt_tokens"] += sum(len(p) for p in prompts)
-        return texts
+        return replies
 
 
 def evaluate_batched(

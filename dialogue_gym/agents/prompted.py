@@ -23,11 +23,10 @@ import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dialogue_gym.agents.base import Agent, Messages
+from dialogue_gym.agents.base import Agent, AgentReply, Messages
 from dialogue_gym.humans.backends import ChatBackend, Completion
 
 REPLY_FORMAT = (
@@ -54,17 +53,6 @@ _SENTENCE_END = re.compile(r"[.!?](?=\s)")
 
 class PromptedAgentError(RuntimeError):
     """The model behind a :class:`PromptedAgent` could not be reached (after retries)."""
-
-
-@dataclass
-class AgentReply:
-    """One agent utterance with the accounting of the model call behind it."""
-
-    text: str
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
-    fallback: bool = False
 
 
 def clean_utterance(text: str, max_chars: int = 1000) -> str:
