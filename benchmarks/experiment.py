@@ -17,7 +17,7 @@ On a GPU with the bundled SmolLM2-135M::
     python benchmarks/experiment.py --model smollm2 --out runs/experiment-smollm2 --bf16
 
 Checkpoints land in ``OUT/<env id>/<data>-<algo>`` (data: ``imagined`` or ``hindsight``), which
-is where ``agents/{bc,fbc,ilql}.yaml`` point for the committed leaderboard.
+is where ``agents/<algo>-<data>.yaml`` point for the committed leaderboard.
 """
 
 from __future__ import annotations

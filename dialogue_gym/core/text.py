@@ -241,7 +241,7 @@ class ActRecognizer:
         known = n - sum(map(toks.count, unknown)) if unknown else n
         gibberish = n == 0 or known / n < 0.4
         injection = _injection(low, tokset)
-        repeat = n >= 3 and bool(history) and self._repeats(tokset, history)
+        repeat = n >= 3 and any(_similar(tokset, _wordset(h), self.repeat_similarity) for h in history)
 
         group_act, finditer = self._group_act, self._pattern.finditer
         cues: dict[str, int] = {}
@@ -273,21 +273,6 @@ class ActRecognizer:
             injection=injection,
             sentence_words=sentence_words,
         )
-
-    def _repeats(self, tokset: frozenset[str], history: Sequence[str]) -> bool:
-        """Whether ``tokset`` is a near-repeat of an utterance in ``history`` (:func:`_similar` of each)."""
-        threshold = self.repeat_similarity
-        la = len(tokset)
-        for h in history:
-            b = _wordset(h)
-            lb = len(b)
-            # Jaccard <= min/max, so sizes far apart rule a repeat out without intersecting
-            if (la if la < lb else lb) < threshold * (la if la > lb else lb):
-                continue
-            inter = len(tokset & b)
-            if inter / (la + lb - inter) >= threshold:
-                return True
-        return False
 
 
 # frozenset(words(text)) of recent texts. analyse() stores the set it builds for every utterance,

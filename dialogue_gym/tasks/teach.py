@@ -448,10 +448,10 @@ class ScriptedStudent(ScriptedHuman):
         utterance: str,
         acts: Sequence[str],
         slots: Mapping[str, str],
-        sentence_words: Sequence[Sequence[str]] = (),
+        sentence_words: Sequence[Sequence[str]],
     ) -> list[str]:
         """Jargon definitions, the prerequisite and key points carried by the utterance
-        (``sentence_words``: its words per sentence, from the recognizer's analysis, if at hand)."""
+        (``sentence_words``: its words per sentence, from the recognizer's analysis)."""
         parts: list[str] = []
         bored = False
         words_ = self.words
@@ -474,10 +474,7 @@ class ScriptedStudent(ScriptedHuman):
         confusing = bool(undefined) and (
             self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
         )
-        if sentence_words:
-            sent_hits = words_.words_hits(sentence_words)
-        else:
-            sent_hits = words_.sentence_hits(low.replace("’", "'"))
+        sent_hits = words_.words_hits(sentence_words)
         items = words_._taught(sent_hits)
         if PREREQ in items:
             if self.missing_prereq and not confusing:
