@@ -159,3 +159,17 @@ def test_bad_card_is_rejected(env_id):
         CounselEnv(card=broken)
     with pytest.raises(TaskCardError, match="refer_help"):
         CounselEnv(card={**card, "acts": {k: v for k, v in card["acts"].items() if k != "refer_help"}})
+
+
+def test_intensity_weights_are_checked_and_each_env_uses_its_own_card():
+    card = load_card("counsel")
+    bad = {**card, "personas": {**card["personas"], "intensity": {3: -1.0, 4: 1.0}}}
+    with pytest.raises(TaskCardError, match=r"personas\.intensity"):
+        CounselEnv(card=bad).reset(seed=0)
+    # two envs with different intensity distributions in one process do not share a table
+    only5 = CounselEnv(card={**card, "personas": {**card["personas"], "intensity": {5: 1.0}}})
+    only2 = CounselEnv(card={**card, "personas": {**card["personas"], "intensity": {2: 1.0}}})
+    for seed in range(5):
+        only5.reset(seed=seed)
+        only2.reset(seed=seed)
+        assert (only5.persona["intensity"], only2.persona["intensity"]) == (5, 2)

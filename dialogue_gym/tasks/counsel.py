@@ -73,40 +73,35 @@ ACTS = (
 
 
 # --- persona sampling ------------------------------------------------------------------------
-_INTENSITY: dict[int, tuple[Mapping[str, Any], list[int], list[float]]] = {}
-
-
-def _intensity_table(card: Mapping[str, Any]) -> tuple[list[int], list[float]]:
+def intensity_table(card: Mapping[str, Any]) -> tuple[list[int], list[float]]:
     """The card's intensity levels and the cumulative distribution ``rng.choice(n, p=p)`` builds
-    from ``p`` (``cdf = p.cumsum(); cdf /= cdf[-1]``), computed once per card."""
-    hit = _INTENSITY.get(id(card))
-    if hit is not None and hit[0] is card:
-        return hit[1], hit[2]
+    from ``p`` (``cdf = p.cumsum(); cdf /= cdf[-1]``); an env builds it once."""
     dist = card["personas"]["intensity"]
     probs = np.array([float(v) for v in dist.values()])
     if not (len(probs) and np.all(probs >= 0) and probs.sum() > 0):  # what rng.choice would refuse
         raise TaskCardError(f"counsel card: personas.intensity needs non-negative weights, got {dict(dist)}")
     cdf = (probs / probs.sum()).cumsum()
     cdf /= cdf[-1]
-    if len(_INTENSITY) >= 16:
-        _INTENSITY.pop(next(iter(_INTENSITY)))
-    table = (card, [int(k) for k in dist], cdf.tolist())
-    _INTENSITY[id(card)] = table  # holding the card keeps its id from being reused
-    return table[1], table[2]
+    return [int(k) for k in dist], cdf.tolist()
 
 
-def sample_counsel_persona(card: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+def sample_counsel_persona(
+    card: Mapping[str, Any],
+    rng: np.random.Generator,
+    intensity: tuple[list[int], list[float]] | None = None,
+) -> dict[str, Any]:
     """Draw a seeker: problem, emotion, intensity, openness, advice need, patience and risk.
 
     The intensity is what ``rng.choice(len(levels), p=probs / probs.sum())`` draws, done as numpy
     does it (one ``rng.random()``, then the first cumulative probability above it) without the
-    call's argument checks, which cost more than the rest of the persona.
+    call's argument checks, which cost more than the rest of the persona. ``intensity``: the
+    card's :func:`intensity_table`, built once by the caller (built here when not given).
     """
     spec = card["personas"]
     problems = list(card["problems"])
     problem = problems[int(rng.integers(len(problems)))]
     emotions = card["problems"][problem]["emotions"]
-    levels, cdf = _intensity_table(card)
+    levels, cdf = intensity or intensity_table(card)
     lo, hi = spec["openness"]
     risk = bool(rng.random() < float(spec["risk_share"]))
     r_lo, r_hi = spec["risk_turn"]
@@ -359,6 +354,7 @@ class CounselEnv(DialogueEnv):
     """Emotional support (ESConv-style): explore, comfort, suggest; refer to help on risk."""
 
     card_name = "counsel"
+    _intensity: tuple[list[int], list[float]] | None = None  # the card's intensity_table, built once
     card_schema = {
         "acts": dict,
         "replies": dict,
@@ -396,7 +392,9 @@ class CounselEnv(DialogueEnv):
             raise TaskCardError("counsel card: personas.risk_turn must end before max_turns")
 
     def sample_persona(self, rng: np.random.Generator) -> dict[str, Any]:
-        return sample_counsel_persona(self.card, rng)
+        if self._intensity is None:
+            self._intensity = intensity_table(self.card)
+        return sample_counsel_persona(self.card, rng, self._intensity)
 
     def role_instructions(self, persona: Mapping[str, Any]) -> str:
         return (
