@@ -11,6 +11,8 @@ from dialogue_gym.algos.ilql import (
     ILQLHeads,
     bellman_targets,
     cql_loss,
+    cql_support,
+    cql_support_loss,
     expectile_loss,
     find_actions,
     ilql_loss,
@@ -86,6 +88,40 @@ def test_cql_term_by_hand():
     got = cql_loss(q, torch.tensor([2, 1]))
     lse = math.log(math.e + math.e**2 + math.e**3)
     assert torch.allclose(got, torch.tensor([lse - 3.0, math.log(3.0)]))
+
+
+def test_cql_over_the_policy_support_by_hand():
+    logits = torch.tensor([[0.0, 5.0, 4.0, -1.0], [3.0, 2.0, 1.0, 0.0]])
+    taken = torch.tensor([3, 0])
+    cand, drop = cql_support(logits, taken, k=2)
+    # the taken token first, then the policy's top 2; a top-2 token that was taken is left out
+    assert cand.tolist() == [[3, 1, 2], [0, 0, 1]]
+    assert drop.tolist() == [[False, False, False], [False, True, False]]
+    q = torch.tensor([[0.5, 2.0, 1.0, 0.0], [1.0, 3.0, -1.0, 0.0]])
+    got = cql_support_loss(q.gather(1, cand), drop)
+    row0 = math.log(math.exp(0.0) + math.exp(2.0) + math.exp(1.0)) - 0.0  # Q at tokens 3, 1, 2
+    row1 = math.log(math.exp(1.0) + math.exp(3.0)) - 1.0  # tokens 0 and 1 (0 counted once)
+    assert torch.allclose(got, torch.tensor([row0, row1]))
+
+
+@pytest.mark.parametrize("kind", ["embedding", "mlp"])
+def test_cql_over_the_whole_vocabulary_as_support_is_the_full_term(kind):
+    """cql_top_k = vocabulary size reads Q at every token: the same loss as the paper's term."""
+    torch.manual_seed(3)
+    heads, lm_head = ILQLHeads(8, 11, q_head=kind), torch.nn.Linear(8, 11)
+    hidden, input_ids, rewards, dones = _loss_inputs()
+    kwargs = dict(
+        heads=heads, lm_head=lm_head, gamma=0.9, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0
+    )
+    full, full_stats = ilql_loss(hidden, input_ids, AGENT_MASK, rewards, dones, **kwargs)
+    sup, sup_stats = ilql_loss(hidden, input_ids, AGENT_MASK, rewards, dones, cql_top_k=11, **kwargs)
+    assert torch.allclose(full, sup, atol=1e-5)
+    assert full_stats.keys() == sup_stats.keys()
+    for key in full_stats:
+        assert torch.allclose(full_stats[key], sup_stats[key], atol=1e-5), key
+    # a smaller support is a different (smaller) conservative term
+    _, small = ilql_loss(hidden, input_ids, AGENT_MASK, rewards, dones, cql_top_k=2, **kwargs)
+    assert small["loss_cql"] < full_stats["loss_cql"]
 
 
 def test_polyak_update_by_hand():
@@ -205,8 +241,8 @@ def test_loss_gradients_reach_heads_but_not_targets(kind):
 # ------------------------------------------------------------------------------ learning, tabular
 
 
-@pytest.mark.parametrize("kind", ["embedding", "mlp"])
-def test_losses_learn_the_right_values_on_a_tabular_toy(kind):
+@pytest.mark.parametrize("kind,cql_top_k", [("embedding", None), ("mlp", None), ("embedding", 2)])
+def test_losses_learn_the_right_values_on_a_tabular_toy(kind, cql_top_k):
     """With one-hot states in place of the LM's hidden states, minimising the ILQL loss (with the
     Polyak-averaged targets) recovers the true values, credit crossing a human turn.
 
@@ -232,7 +268,7 @@ def test_losses_learn_the_right_values_on_a_tabular_toy(kind):
     for _ in range(600):
         loss, _ = ilql_loss(
             hidden, ids, agent_mask, rewards, dones, heads=heads, lm_head=lm_head,
-            gamma=0.99, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0,
+            gamma=0.99, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0, cql_top_k=cql_top_k,
         )  # fmt: skip
         opt.zero_grad()
         loss.backward()

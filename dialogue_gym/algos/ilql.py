@@ -19,6 +19,13 @@ tokens. The losses (per agent token ``t`` with state ``s_t``, action ``a_t``, re
     L_NLL    = mean_t  cross_entropy(logits(s_t, .), a_t)                # behaviour cloning
     loss     = L_Q + L_V + cql_weight * L_CQL + nll_weight * L_NLL
 
+With ``cql_top_k = k`` the conservative term's log-sum-exp runs over the behaviour policy's top
+``k`` tokens at ``s_t`` and the taken one instead of the whole vocabulary (CQL's sampled estimate
+of the log-sum-exp, as in continuous action spaces, with the policy's likeliest tokens as the
+sample). Over 49k tokens one overrated token gets ~1e-4 of the softmax and hardly any push; among
+the ~20 tokens that decoding actually chooses from it gets its share. It also spares the two
+vocabulary-sized Q projections: the Q heads are then read at ``k + 1`` tokens per state.
+
 ``s_next`` is the state of the next agent token: within a turn the next token, at the end of a
 turn the first token of the agent's next turn (so the human's reply in between is part of the
 state, never an action), and nothing at the end of the episode (``done``: the target is the
@@ -72,6 +79,9 @@ class ILQLConfig(TrainingArguments):
             one for the dialogue's outcome. Set ``token_gamma=gamma`` for the paper's convention.
         tau_expectile: 0.7, the expectile of V (trlx's default ``tau``; the paper sweeps 0.7-0.9).
         cql_weight: 0.1, the weight of the conservative term (trlx's ``cql_scale``).
+        cql_top_k: None, the conservative term over the whole vocabulary (the paper, trlx). An
+            integer k restricts its log-sum-exp to the behaviour policy's top-k tokens and the
+            taken one (see the module docstring; ours, not the paper's).
         nll_weight: 1.0, the weight of the behaviour-cloning loss (trlx's ``awac_scale``).
         two_qs: True, two Q heads and the minimum of their targets (the paper, after TD3/IQL).
         q_head: "embedding", the Q heads' form (:class:`QHead`): an MLP scored against the LM's
@@ -104,6 +114,9 @@ class ILQLConfig(TrainingArguments):
     token_gamma: float = field(default=1.0, metadata={"help": "discount between tokens of one utterance"})
     tau_expectile: float = field(default=0.7, metadata={"help": "expectile of the value loss"})
     cql_weight: float = field(default=0.1, metadata={"help": "weight of the conservative (CQL) term"})
+    cql_top_k: int | None = field(
+        default=None, metadata={"help": "CQL over the policy's top-k tokens (None: whole vocabulary)"}
+    )
     nll_weight: float = field(default=1.0, metadata={"help": "weight of the behaviour-cloning loss"})
     two_qs: bool = field(default=True, metadata={"help": "two Q heads, min of their targets"})
     q_head: str = field(default="embedding", metadata={"help": "Q head form: 'embedding' or 'mlp'"})
@@ -136,6 +149,8 @@ class ILQLConfig(TrainingArguments):
             raise ValueError("target_update_rate must be in (0, 1] and target_update_every >= 1")
         if self.q_head not in QHEAD_KINDS:
             raise ValueError(f"q_head must be one of {QHEAD_KINDS}, got {self.q_head!r}")
+        if self.cql_top_k is not None and self.cql_top_k < 1:
+            raise ValueError(f"cql_top_k must be a positive number of tokens or None, got {self.cql_top_k}")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
 
@@ -233,6 +248,24 @@ def cql_loss(q: Tensor, actions: Tensor) -> Tensor:
     return F.cross_entropy(q.float(), actions, reduction="none")
 
 
+def cql_support(logits: Tensor, actions: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Candidate tokens per state for the restricted conservative term: the taken token first,
+    then the behaviour policy's top ``k`` (``(N, k + 1)``), and a mask of the candidates to leave
+    out (a top-k token that is the taken one, so it is not counted twice)."""
+    top = logits.detach().topk(min(k, logits.shape[-1]), dim=-1).indices
+    cand = torch.cat([actions[:, None], top], dim=1)
+    drop = torch.zeros_like(cand, dtype=torch.bool)
+    drop[:, 1:] = top == actions[:, None]
+    return cand, drop
+
+
+def cql_support_loss(q_cand: Tensor, drop: Tensor) -> Tensor:
+    """:func:`cql_loss` over candidate tokens only: ``logsumexp(Q(s, cand)) - Q(s, a)`` with the
+    taken token ``a`` in column 0 and ``drop``ped candidates left out."""
+    q = q_cand.float().masked_fill(drop, float("-inf"))
+    return torch.logsumexp(q, dim=-1) - q[:, 0]
+
+
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``x`` over ``mask`` (0 when the mask is empty, keeping the graph)."""
     mask = mask.to(x.dtype)
@@ -293,9 +326,13 @@ class QHead(nn.Module):
         return F.linear(self._features(hidden), weight.to(hidden.dtype), bias)
 
     def taken(self, hidden: Tensor, actions: Tensor, basis: Tensor | None = None) -> Tensor:
-        """``Q(s, a)`` for one token per row: one output row each, not the whole vocabulary."""
+        """``Q(s, a)`` for one token per row (``actions`` ``(N,)``) or a few (``(N, K)``): one
+        output row per token, not the whole vocabulary."""
         weight, bias = self._out(basis)
-        return (self._features(hidden) * weight[actions].to(hidden.dtype)).sum(-1) + bias[actions]
+        feats = self._features(hidden)
+        if actions.dim() == 2:
+            feats = feats[:, None, :]
+        return (feats * weight[actions].to(hidden.dtype)).sum(-1) + bias[actions]
 
 
 QHEAD_KINDS = ("embedding", "mlp")
@@ -360,6 +397,7 @@ def ilql_loss(
     tau: float,
     cql_weight: float,
     nll_weight: float,
+    cql_top_k: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The ILQL loss of a padded batch from the LM's last hidden states ``(B, T, H)``.
 
@@ -373,8 +411,17 @@ def ilql_loss(
     basis = lm_head.weight
 
     v = heads.values(hq)
-    qs = heads.qs(hq, basis)
-    q_taken = [q.gather(-1, taken[:, None]).squeeze(-1) for q in qs]
+    logits = lm_head(h)
+    every = torch.ones_like(taken, dtype=torch.bool)
+    if cql_top_k is None:  # the paper: Q over the whole vocabulary, for the conservative term
+        qs = heads.qs(hq, basis)
+        q_taken = [q.gather(-1, taken[:, None]).squeeze(-1) for q in qs]
+        loss_cql = sum(masked_mean(cql_loss(q, taken), every) for q in qs)
+    else:  # Q at the taken token and the policy's top-k only
+        cand, drop = cql_support(logits, taken, cql_top_k)
+        q_cands = [head.taken(hq, cand, basis) for head in heads.q_heads]
+        q_taken = [q[:, 0] for q in q_cands]
+        loss_cql = sum(masked_mean(cql_support_loss(q, drop), every) for q in q_cands)
     target_q = heads.target_q_taken(hq, taken, basis)
     targets, valid = bellman_targets(
         rewards[acts.row, acts.pos],
@@ -384,11 +431,8 @@ def ilql_loss(
         gamma=gamma,
         token_gamma=token_gamma,
     )
-    every = torch.ones_like(valid)
     loss_q = sum(masked_mean((qa - targets).pow(2), valid) for qa in q_taken)
     loss_v = masked_mean(expectile_loss(target_q - v, tau), every)
-    loss_cql = sum(masked_mean(cql_loss(q, taken), every) for q in qs)
-    logits = lm_head(h)
     loss_nll = masked_mean(F.cross_entropy(logits.float(), taken, reduction="none"), every)
     loss = loss_q + loss_v + cql_weight * loss_cql + nll_weight * loss_nll
     stats = {
@@ -426,6 +470,7 @@ class ILQLModel(nn.Module):
             "token_gamma": config.token_gamma,
             "tau": config.tau_expectile,
             "cql_weight": config.cql_weight,
+            "cql_top_k": config.cql_top_k,
             "nll_weight": config.nll_weight,
         }
 
