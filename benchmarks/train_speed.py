@@ -10,6 +10,7 @@ batched evaluation (new tokens per second over ``--episodes`` episodes, ``--batc
     python benchmarks/train_speed.py                       # tiny model, Counsel, 2 CPU cores: minutes
     python benchmarks/train_speed.py --model smollm2 --steps 10
     python benchmarks/train_speed.py --steps 0 --agent runs/counsel-bc   # generation only
+    python benchmarks/train_speed.py --ilql-set cql_top_k=20             # an ILQL variant
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 import click
 import gymnasium as gym
 import torch
+import yaml
 from transformers import TrainerCallback
 
 from dialogue_gym.agents.lm import LMAgent, evaluate_batched
@@ -75,8 +77,18 @@ class CountingCollator:
         return out
 
 
-def time_training(algo: str, data: Path, out: Path, model: str, steps: int, warmup: int, batch: int):
-    """(tokens/s, agent tokens/s, trainer) over ``steps`` timed steps of ``algo``'s trainer."""
+def time_training(
+    algo: str,
+    data: Path,
+    out: Path,
+    model: str,
+    steps: int,
+    warmup: int,
+    batch: int,
+    extra: dict | None = None,
+):
+    """(tokens/s, agent tokens/s, trainer) over ``steps`` timed steps of ``algo``'s trainer
+    (``extra``: more config fields)."""
     module = importlib.import_module(f"dialogue_gym.algos.{algo}")
     config_cls = module.BCConfig if algo == "bc" else module.ILQLConfig
     config = config_cls(
@@ -90,6 +102,7 @@ def time_training(algo: str, data: Path, out: Path, model: str, steps: int, warm
         disable_tqdm=True,
         logging_steps=10_000,
         seed=0,
+        **(extra or {}),
     )
     trainer, _ = module.build_trainer(config)
     timer, counter = Timer(warmup), CountingCollator(trainer.data_collator)
@@ -130,6 +143,7 @@ def time_generation(agent: LMAgent, env_id: str, episodes: int, batch_size: int)
 @click.option("--episodes", default=32, show_default=True, help="Evaluation episodes for generation speed.")
 @click.option("--batch-size", default=32, show_default=True, help="Envs played in lockstep.")
 @click.option("--threads", type=int, default=None, help="torch threads (default: torch's choice).")
+@click.option("--ilql-set", "ilql_set", multiple=True, help="An ILQLConfig field, KEY=VALUE (YAML value).")
 def main(
     env_id: str,
     model: str,
@@ -142,6 +156,7 @@ def main(
     episodes: int,
     batch_size: int,
     threads: int | None,
+    ilql_set: tuple[str, ...],
 ) -> None:
     if threads:
         torch.set_num_threads(threads)
@@ -149,13 +164,23 @@ def main(
     click.echo(
         f"torch threads: {torch.get_num_threads()}, model {model}, env {env_id}, batch {batch} dialogues"
     )
+    ilql_extra = {}
+    for item in ilql_set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--ilql-set")
+        ilql_extra[key] = yaml.safe_load(value)
+    if ilql_extra:
+        click.echo(f"ILQL options: {ilql_extra}")
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data.jsonl"
         make_dataset(data, env_id, dialogues)
         for algo in algos if steps > 0 else ():
             try:
-                tps, agent_tps, _ = time_training(algo, data, Path(tmp) / algo, model, steps, warmup, batch)
+                extra = ilql_extra if algo == "ilql" else None
+                out = Path(tmp) / algo
+                tps, agent_tps, _ = time_training(algo, data, out, model, steps, warmup, batch, extra)
             except ImportError as exc:
                 click.echo(f"{algo}: unavailable ({exc})")
                 continue
