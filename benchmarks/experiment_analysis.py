@@ -95,8 +95,12 @@ def numeric_fields(outcome: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in outcome.items() if isinstance(v, (int, float, bool))}
 
 
-def behaviour_section(results: Path, env_id: str, personas: str = "test") -> list[str]:
-    rows = [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
+def read_rows(results: Path) -> list[dict[str, Any]]:
+    """The episode rows of a leaderboard store."""
+    return [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
+
+
+def behaviour_section(rows: list[dict[str, Any]], env_id: str, personas: str = "test") -> list[str]:
     rows = [r for r in rows if r["env_id"] == env_id and not r.get("error")]
     if not rows:
         return []
@@ -162,7 +166,7 @@ def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, see
         if name in cells:
             r = cells[name].ret
             lines.append(f"| {name} | {r.mean:.3f} | [{r.lo:.3f}, {r.hi:.3f}] |")
-    return [*lines, "", *behaviour_section(settings.out_dir / "results.jsonl", env_id, "dev")]
+    return [*lines, "", *behaviour_section(rows, env_id, "dev")]
 
 
 def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
@@ -245,7 +249,7 @@ def main() -> None:
     for env_id in envs:
         lines += data_section(env_id, args.out, args.top_fraction)
         if results.is_file():
-            lines += behaviour_section(results, env_id)
+            lines += behaviour_section(read_rows(results), env_id)
     if args.sweep:
         lines += sweep_section(args.sweep, args.betas, args.episodes, args.top_k, args.seed)
     if args.probe:
