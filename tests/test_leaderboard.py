@@ -200,6 +200,25 @@ def test_overall_score_is_the_mean_over_envs_and_ranks_tie_on_overlap():
     assert [c.rank for c in section.overall] == [1, 2, 3]
 
 
+def test_a_checkpoint_agent_is_one_agent_overall_though_its_key_differs_per_env():
+    """Checkpoint configs key their episodes by config hash plus each env's checkpoint; the
+    overall table still shows the config once, over both envs."""
+    rows = [*_refs(range(3)), *_refs(range(3), naive=1.0, oracle=3.0, env=DONATE)]
+    teach = [_row("ckpt", "d" * 64, s, 0.5) for s in range(3)]
+    donate = [_row("ckpt", "d" * 64, s, 2.5, env=DONATE) for s in range(3)]
+    for r in teach:
+        r["agent_key"] = "d" * 16 + "-teachckpt"
+    for r in donate:
+        r["agent_key"] = "d" * 16 + "-donateckpt"
+    (section,) = build_report([*rows, *teach, *donate]).sections
+    (ckpt,) = [c for c in section.overall if c.agent == "ckpt"]
+    assert ckpt.envs == 2 and ckpt.score == Interval(62.5, 62.5, 62.5)
+    # a retrained checkpoint on one env is a second agent there, not a third env
+    again = [{**r, "agent_key": "d" * 16 + "-teachckpt2", "key": r["key"] + "b"} for r in teach]
+    (section,) = build_report([*rows, *teach, *donate, *again]).sections
+    assert sorted(c.envs for c in section.overall if c.agent == "ckpt") == [1, 1, 1]
+
+
 def test_different_humans_get_separate_tables():
     rows = [*_refs(range(2)), *(_row("oracle", ORACLE, s, 0.5, human="local") for s in range(2))]
     rows[-1]["key"] += "x"

@@ -166,16 +166,33 @@ def _rank(cells: list[Cell], by: str) -> list[Cell]:
     )
 
 
-def _overall(envs: list[EnvTable], n_resamples: int) -> list[Cell]:
-    by_agent: dict[str, list[Cell]] = defaultdict(list)
+def _agents_across_envs(envs: list[EnvTable]) -> list[list[Cell]]:
+    """The env cells of each agent config. A checkpoint config has one key per env (its config
+    hash plus that env's checkpoint fingerprint) but is one agent: cells group by config hash,
+    unless one config has cells of two checkpoints on one env, which stay apart by key."""
+    by_hash: dict[str, list[Cell]] = defaultdict(list)
     for table in envs:
         for c in table.cells:
-            by_agent[c.agent_key].append(c)
+            by_hash[c.agent_hash].append(c)
+    groups = []
+    for cells in by_hash.values():
+        if len({c.env_id for c in cells}) == len(cells):
+            groups.append(cells)
+        else:
+            by_key: dict[str, list[Cell]] = defaultdict(list)
+            for c in cells:
+                by_key[c.agent_key].append(c)
+            groups += by_key.values()
+    return groups
+
+
+def _overall(envs: list[EnvTable], n_resamples: int) -> list[Cell]:
     scored_envs = {t.env_id for t in envs if any(c.score_draws is not None for c in t.cells)}
     out = []
-    for cells in by_agent.values():
+    for cells in _agents_across_envs(envs):
         first = cells[0]
-        cell = Cell(first.agent, first.agent_key, first.agent_hash, first.kind, "overall", envs=len(cells))
+        key = first.agent_key if len({c.agent_key for c in cells}) == 1 else first.agent_hash[:16]
+        cell = Cell(first.agent, key, first.agent_hash, first.kind, "overall", envs=len(cells))
         cell.episodes = sum(c.episodes for c in cells)
         cell.errors = sum(c.errors for c in cells)
         cell.cost = sum(c.cost for c in cells)
