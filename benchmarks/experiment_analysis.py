@@ -174,18 +174,16 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
     vs inside a turn, and inside a turn the advantage of the data's next token vs of ending the
     turn, and how often ending the turn would win the shifted top-k choice."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dialogue_gym.algos.checkpoint import load_extra_state, read_meta
-    from dialogue_gym.algos.data import encode_record, end_of_turn_ids
-    from dialogue_gym.algos.ilql import heads_from_state
+    from dialogue_gym.algos.checkpoint import read_meta
+    from dialogue_gym.algos.data import encode_record
+    from dialogue_gym.algos.ilql import load_agent
     from dialogue_gym.algos.models import hidden_states
 
     meta = read_meta(path, "ilql")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    lm = AutoModelForCausalLM.from_pretrained(path).eval()
-    heads = heads_from_state(load_extra_state(path))
-    eot = end_of_turn_ids(tokenizer)[0]
+    agent = load_agent(path, device="cpu")  # the agent's own LM, tokenizer and ILQL heads
+    lm, tokenizer, ilql = agent.model, agent.tokenizer, agent.logits_processor
+    eot = agent.stop_ids[0]
     records = load_training_records(data, meta["env_id"], "dev")[:n]
     v_start, v_mid, a_taken, a_eot = [], [], [], []
     wins = {1.0: 0, 4.0: 0}
@@ -197,8 +195,8 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
             h = hidden_states(lm, ids, torch.ones_like(ids))[0]
             pos = torch.nonzero(mask[1:]).squeeze(-1) + 1  # agent tokens (actions); state at pos - 1
             hs = h[pos - 1]
-            v = heads.values(hs)
-            adv = heads.target_q(hs, lm.get_output_embeddings().weight) - v[:, None]
+            v = ilql.heads.values(hs)
+            adv = ilql.advantage(hs)
             logits = lm.get_output_embeddings()(hs)
             start = ~mask[pos - 1]
             taken = ids[0, pos]
