@@ -23,10 +23,10 @@ from pathlib import Path
 import click
 import gymnasium as gym
 import torch
-import yaml
 from transformers import TrainerCallback
 
 from dialogue_gym.agents.lm import LMAgent, evaluate_batched
+from dialogue_gym.cli import parse_overrides
 from dialogue_gym.datagen.records import provenance, record_from_episode, write_records
 from dialogue_gym.evaluation import reference_agent
 
@@ -164,12 +164,7 @@ def main(
     click.echo(
         f"torch threads: {torch.get_num_threads()}, model {model}, env {env_id}, batch {batch} dialogues"
     )
-    ilql_extra = {}
-    for item in ilql_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise click.BadParameter(f"expected KEY=VALUE, got {item!r}", param_hint="--ilql-set")
-        ilql_extra[key] = yaml.safe_load(value)
+    ilql_extra = parse_overrides(ilql_set, "--ilql-set")
     if ilql_extra:
         click.echo(f"ILQL options: {ilql_extra}")
     rates = {}

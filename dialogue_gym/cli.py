@@ -291,6 +291,19 @@ def _trainer(algo: str) -> tuple[object, type]:
     return module, getattr(module, config_name)
 
 
+def parse_overrides(items: tuple[str, ...], param_hint: str = "--set") -> dict:
+    """``key=value`` strings to a dict, each value read as YAML (``3``, ``true``, ``[a, b]``)."""
+    import yaml
+
+    fields: dict = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint=param_hint)
+        fields[key.strip()] = yaml.safe_load(value)
+    return fields
+
+
 def _config_fields(algo: str, config_file: str | None, overrides: tuple[str, ...], options: dict) -> dict:
     """Config fields from the YAML file, then ``--set key=value``, then the named options."""
     import yaml
@@ -302,11 +315,7 @@ def _config_fields(algo: str, config_file: str | None, overrides: tuple[str, ...
         if not isinstance(loaded, dict):
             raise click.BadParameter("the file must hold a mapping of field: value", param_hint="--config")
         fields.update(loaded)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise click.BadParameter(f"expected key=value, got {item!r}", param_hint="--set")
-        fields[key.strip()] = yaml.safe_load(value)
+    fields.update(parse_overrides(overrides))
     fields.update({k: v for k, v in options.items() if v not in (None, ())})
     if algo == "fbc":
         fields.setdefault("top_fraction", 0.3)
