@@ -114,7 +114,12 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=-1, help="cap optimizer steps per agent (-1: epochs)")
     p.add_argument("--lr", type=float, default=1e-3, help="1e-3 suits tiny; use ~5e-5 for smollm2")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-length", type=int, default=1024)
+    p.add_argument(
+        "--max-length",
+        type=int,
+        default=2048,
+        help="longest training sequence (Prefs' catalogue alone takes 1,550 tokens)",
+    )
     p.add_argument("--top-fraction", type=float, default=0.3, help="filtered BC keeps this best share")
     p.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
     p.add_argument("--seed", type=int, default=0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import gymnasium as gym
 import pytest
@@ -12,6 +13,7 @@ from dialogue_gym.agents.lm import LMAgent, evaluate_batched
 from dialogue_gym.algos.checkpoint import CheckpointError, load_agent, read_meta, save_checkpoint
 from dialogue_gym.algos.data import (
     DialogueCollator,
+    DialogueDataset,
     encode_prompt,
     encode_record,
     end_of_turn_ids,
@@ -106,6 +108,19 @@ def test_truncation_drops_whole_early_exchanges(tokenizer, records):
         text = tokenizer.decode(enc.input_ids)
         user = rec.messages[rec.agent_turn_index(enc.dropped_turns) - 1]["content"]
         assert f"<|im_start|>user\n{user}<|im_end|>" in text
+
+
+def test_a_dataset_warns_when_max_length_cuts_agent_turns(tokenizer, records):
+    recs = records["DialoguePrefs-v0"][:3]  # its catalogue alone takes ~1,550 tokens
+    longest = max(len(encode_record(r, tokenizer)) for r in recs)
+    with pytest.warns(UserWarning, match=rf"max_length=1024 cuts .* raise max_length .*{longest:,} tokens"):
+        cut = DialogueDataset(recs, tokenizer, 1024)
+    assert cut.dropped_turns == sum(r.turns - 1 for r in recs) > 0  # only the last turns are left
+    assert cut.agent_turns == sum(r.turns for r in recs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = DialogueDataset(recs, tokenizer, longest)
+    assert whole.dropped_turns == 0 and whole.agent_turns == cut.agent_turns
 
 
 def test_truncation_shortens_the_system_message_then_refuses(tokenizer, records):

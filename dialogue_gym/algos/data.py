@@ -25,6 +25,7 @@ No utterance is ever cut in the middle. Agent turns dropped from the left are dr
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -237,6 +238,11 @@ def encode_record(record: Record, tokenizer: Any, max_length: int | None = None)
     )
 
 
+def _full_length(record: Record, tokenizer: Any) -> int:
+    """Tokens of ``record`` as a training sequence without truncation."""
+    return len(encode_record(record, tokenizer, None))
+
+
 def encode_prompt(messages: Messages, tokenizer: Any, max_length: int | None = None) -> list[int]:
     """Token ids of ``messages`` followed by the generation header: the prompt for the next agent
     turn, tokenized exactly like the training sequences (and truncated by the same rule)."""
@@ -290,10 +296,26 @@ def top_fraction(records: Sequence[Record], fraction: float) -> list[Record]:
 
 
 class DialogueDataset(torch.utils.data.Dataset):
-    """Encoded records as a map-style dataset for ``transformers.Trainer``."""
+    """Encoded records as a map-style dataset for ``transformers.Trainer``.
+
+    Warns when ``max_length`` cuts agent turns: those turns are never trained on, and when the
+    system message alone nearly fills ``max_length`` (a task card with a long catalogue) only each
+    dialogue's last turn is left, so the model never sees how a conversation opens.
+    """
 
     def __init__(self, records: Sequence[Record], tokenizer: Any, max_length: int | None = None) -> None:
         self.items = [encode_record(r, tokenizer, max_length) for r in records]
+        self.dropped_turns = sum(e.dropped_turns for e in self.items)
+        self.agent_turns = self.dropped_turns + sum(len(e.turn_ends) for e in self.items)
+        if self.dropped_turns:
+            cut = sum(1 for e in self.items if e.dropped_turns)
+            warnings.warn(
+                f"max_length={max_length} cuts {self.dropped_turns:,} of the {self.agent_turns:,} agent "
+                f"turns ({self.dropped_turns / self.agent_turns:.0%}) from the left of {cut:,} of "
+                f"{len(self.items):,} dialogues: they are never trained on; raise max_length (the "
+                f"longest dialogue takes {max(_full_length(r, tokenizer) for r in records):,} tokens)",
+                stacklevel=2,
+            )
 
     def __len__(self) -> int:
         return len(self.items)
