@@ -155,6 +155,28 @@ def test_one_failing_env_does_not_stop_the_batch(llama_server):
 
 
 @pytest.mark.slow
+def test_a_server_that_is_gone_is_skipped_for_the_next_in_the_pool(llama_server):
+    from dialogue_gym.humans.backends import LiteLLMBackend
+    from dialogue_gym.humans.servers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    chat = [{"role": "user", "content": "Say hello."}]
+    pool = LiteLLMBackend(
+        "openai/smollm2",
+        api_base=[dead, llama_server[0]],
+        api_key="none",
+        max_tokens=8,
+        num_retries=0,
+        cache=False,
+    )
+    assert all(pool.complete(chat, seed=k).completion_tokens > 0 for k in range(3))  # the dead one first
+    alone = LiteLLMBackend("openai/smollm2", api_base=[dead], api_key="none", num_retries=0, cache=False)
+    with pytest.raises(Exception, match=r"Connection error"):
+        alone.complete(chat)
+    assert pool._in_flight == [0, 0] and alone._in_flight == [0]
+
+
+@pytest.mark.slow
 def test_injected_orders_do_not_raise_the_outcome(llama_server):
     """Orders aimed at the simulator reach it only as a fixed note: whatever they demand, the
     outcome is the same, and no better than the honest agent on the same seeds."""

@@ -71,7 +71,8 @@ class LiteLLMBackend(ChatBackend):
         model: the litellm model string.
         api_base: server URL for self-hosted models (vLLM, llama.cpp: ``http://127.0.0.1:8000/v1``),
             or a list of URLs serving the same model: each request goes to the one with the fewest
-            requests in flight (several llama.cpp servers, each answering one request at a time).
+            requests in flight (several llama.cpp servers, each answering one request at a time),
+            and to the next one when a server cannot be reached.
         api_key: key for the provider (litellm also reads the usual env vars).
         temperature, max_tokens: sampling defaults.
         num_retries, timeout: passed to litellm (retries with backoff on rate limits and errors).
@@ -128,20 +129,31 @@ class LiteLLMBackend(ChatBackend):
         if self.cache is not None and (hit := self.cache.get(key)) is not None:
             return Completion(**{**hit, "cost": 0.0, "cached": True})
         litellm = _import_litellm()
-        with self._lock:  # the least busy server
-            i = min(range(len(self.api_bases)), key=self._in_flight.__getitem__)
-            self._in_flight[i] += 1
-        try:
-            resp = litellm.completion(
-                **payload,
-                api_base=self.api_bases[i],
-                api_key=self.api_key,
-                num_retries=self.num_retries,
-                timeout=self.timeout,
-            )
-        finally:
-            with self._lock:
-                self._in_flight[i] -= 1
+        tried: set[int] = set()
+        while True:
+            with self._lock:  # the least busy server not tried yet
+                i = min(
+                    (j for j in range(len(self.api_bases)) if j not in tried),
+                    key=self._in_flight.__getitem__,
+                )
+                self._in_flight[i] += 1
+            try:
+                resp = litellm.completion(
+                    **payload,
+                    api_base=self.api_bases[i],
+                    api_key=self.api_key,
+                    num_retries=self.num_retries,
+                    timeout=self.timeout,
+                )
+                break
+            except Exception as exc:
+                # a server of the pool is gone (crashed, stopped): the next one answers instead
+                tried.add(i)
+                if len(tried) == len(self.api_bases) or not _unreachable(exc):
+                    raise
+            finally:
+                with self._lock:
+                    self._in_flight[i] -= 1
         text = resp.choices[0].message.content or ""
         usage = getattr(resp, "usage", None)
         try:
@@ -167,6 +179,21 @@ class LiteLLMBackend(ChatBackend):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (litellm reports a refused connection under several types) was caused by
+    a server that could not be reached at all, as opposed to one that answered with an error."""
+    import httpx
+
+    seen: BaseException | None = exc
+    for _ in range(10):  # the chain of causes, bounded
+        if seen is None:
+            return False
+        if isinstance(seen, (httpx.ConnectError, httpx.ConnectTimeout, ConnectionRefusedError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class _Batcher:
