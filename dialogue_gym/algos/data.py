@@ -238,11 +238,6 @@ def encode_record(record: Record, tokenizer: Any, max_length: int | None = None)
     )
 
 
-def _full_length(record: Record, tokenizer: Any) -> int:
-    """Tokens of ``record`` as a training sequence without truncation."""
-    return len(encode_record(record, tokenizer, None))
-
-
 def encode_prompt(messages: Messages, tokenizer: Any, max_length: int | None = None) -> list[int]:
     """Token ids of ``messages`` followed by the generation header: the prompt for the next agent
     turn, tokenized exactly like the training sequences (and truncated by the same rule)."""
@@ -309,11 +304,17 @@ class DialogueDataset(torch.utils.data.Dataset):
         self.agent_turns = self.dropped_turns + sum(len(e.turn_ends) for e in self.items)
         if self.dropped_turns:
             cut = sum(1 for e in self.items if e.dropped_turns)
+            # only a truncated encoding (turns dropped, or the system message shortened to fill
+            # max_length exactly) differs from the whole dialogue: encode just those again
+            longest = max(
+                len(encode_record(r, tokenizer)) if e.dropped_turns or len(e) == max_length else len(e)
+                for r, e in zip(records, self.items, strict=True)
+            )
             warnings.warn(
                 f"max_length={max_length} cuts {self.dropped_turns:,} of the {self.agent_turns:,} agent "
                 f"turns ({self.dropped_turns / self.agent_turns:.0%}) from the left of {cut:,} of "
                 f"{len(self.items):,} dialogues: they are never trained on; raise max_length (the "
-                f"longest dialogue takes {max(_full_length(r, tokenizer) for r in records):,} tokens)",
+                f"longest dialogue takes {longest:,} tokens)",
                 stacklevel=2,
             )
 
