@@ -127,6 +127,12 @@ def main() -> None:
     p.add_argument("--ilql-beta", type=float, default=1.0, help="ILQL inference: logits + beta * (Q - V)")
     p.add_argument("--ilql-top-k", type=int, default=20, help="ILQL inference: the policy's top-k tokens")
     p.add_argument("--no-prompted", action="store_true", help="skip the prompted SmolLM2 agent")
+    p.add_argument(
+        "--eval-batch",
+        type=int,
+        default=None,
+        help="conversations per generate call in evaluation (default 16; ~100 on a GPU)",
+    )
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     args = p.parse_args()
 
@@ -141,25 +147,23 @@ def main() -> None:
             for algo in args.algos:
                 train_agent(algo, paths[data_name], env_id, args.out / env_id / f"{data_name}-{algo}", args)
 
+    # batch sizes enter an agent's key only when asked for, so CPU runs keep their recorded rows
+    batched = {} if args.eval_batch is None else {"batch_size": args.eval_batch}
     agents = [reference_config(level) for level in ("naive", "competent", "oracle")]
     if not args.no_prompted:
-        agents.append(
-            config_from_dict(
-                {
-                    "name": "prompted-smollm2",
-                    "kind": "prompted",
-                    "model": "local",
-                    "temperature": 0.0,
-                    "max_tokens": 60,
-                }
-            )
-        )
+        spec = {"name": "prompted-smollm2", "kind": "prompted", "model": "local", "temperature": 0.0}
+        spec["max_tokens"] = 60
+        if args.eval_batch is not None:
+            spec["backend_kwargs"] = {"max_batch": args.eval_batch}
+        agents.append(config_from_dict(spec))
     for data_name in args.datasets:
         for algo in args.algos:
             path = str(args.out / "{env_id}" / f"{data_name}-{algo}")
             spec = {"name": f"{algo} ({data_name})", "kind": "checkpoint", "path": path}
             if algo == "ilql":  # inference settings, as agents/ilql-*.yaml has them
-                spec["kwargs"] = {"beta": args.ilql_beta, "top_k": args.ilql_top_k}
+                spec["kwargs"] = {"beta": args.ilql_beta, "top_k": args.ilql_top_k, **batched}
+            elif batched:
+                spec["kwargs"] = dict(batched)
             agents.append(config_from_dict(spec))
     settings = Settings(
         agents=agents,
@@ -168,6 +172,7 @@ def main() -> None:
         seed=args.eval_seed,
         persona_split="test",
         out_dir=args.out / "eval",
+        **({} if args.eval_batch is None else {"batch": args.eval_batch, "chunk": max(64, args.eval_batch)}),
     )
     _, rows = play(settings)
     report = build_report(rows)
