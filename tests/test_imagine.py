@@ -391,6 +391,9 @@ def test_minari_round_trip(tmp_path, monkeypatch):
     ds = minari.load_dataset("dialogue-gym/prefs/test-v0")
     records = load_records(path)
     assert ds.total_episodes == 20 and ds.total_steps == sum(r.turns for r in records)
+    # the size that the export measures once at the end (not after every episode) is the real one
+    size = ds.storage.metadata["dataset_size"]
+    assert size > 0 and size == pytest.approx(ds.storage.get_size(), rel=0.01)
     meta = episode_metadata(ds)
     for r, ep, m in zip(records, ds.iterate_episodes(), meta, strict=True):
         assert m["record_id"] == r.id and m["split"] == r.split
