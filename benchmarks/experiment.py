@@ -17,7 +17,10 @@ On a GPU with the bundled SmolLM2-135M::
     python benchmarks/experiment.py --model smollm2 --out runs/experiment-smollm2 --bf16
 
 Checkpoints land in ``OUT/<env id>/<data>-<algo>`` (data: ``imagined`` or ``hindsight``), which
-is where ``agents/<algo>-<data>.yaml`` point for the committed leaderboard.
+is where ``agents/<algo>-<data>.yaml`` point for the committed leaderboard. The agents' names and
+inference settings (ILQL's beta and top-k, the prompted agent's decoding) are read from those
+files and ``agents/prompted-smollm2.yaml``, so the experiment and the leaderboard play the same
+agents (``--ilql-beta``/``--ilql-top-k`` override them for a study).
 """
 
 from __future__ import annotations
@@ -27,15 +30,17 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import dialogue_gym  # noqa: F401
-from dialogue_gym.agents.configs import config_from_dict, reference_config
+from dialogue_gym.agents.configs import AgentConfig, config_from_dict, load_config, reference_config
 from dialogue_gym.datagen.hindsight import run_hindsight
 from dialogue_gym.datagen.imagine import imagine
 from dialogue_gym.leaderboard.report import build_report, to_markdown, write_report
 from dialogue_gym.leaderboard.runner import Settings, play
 from dialogue_gym.registry import BUILTIN
 
+AGENTS = Path(__file__).resolve().parents[1] / "agents"
 DATASETS = ("imagined", "hindsight")
 ALGOS = ("bc", "fbc", "ilql")
 
@@ -102,6 +107,23 @@ def train_agent(algo: str, data: Path, env_id: str, out: Path, args: argparse.Na
     return Path(path)
 
 
+def trained_agent(algo: str, data_name: str, args: argparse.Namespace, extra: dict[str, Any]) -> AgentConfig:
+    """The leaderboard's config ``agents/<algo>-<data>.yaml`` (name, inference settings: one place
+    for both) pointed at this run's checkpoints, with ``--ilql-*`` and ``extra`` kwargs on top."""
+    spec = dict(load_config(AGENTS / f"{algo}-{data_name}.yaml").spec)
+    spec["path"] = str(args.out / "{env_id}" / f"{data_name}-{algo}")
+    kwargs = dict(spec.get("kwargs") or {})
+    if algo == "ilql":
+        if args.ilql_beta is not None:
+            kwargs["beta"] = args.ilql_beta
+        if args.ilql_top_k is not None:
+            kwargs["top_k"] = args.ilql_top_k
+    kwargs.update(extra)
+    if kwargs:
+        spec["kwargs"] = kwargs
+    return config_from_dict(spec)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=list(BUILTIN), help="env ids (default: the four tasks)")
@@ -124,8 +146,16 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="mixed precision (GPU)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-seed", type=int, default=10_000, help="first evaluation seed (test personas)")
-    p.add_argument("--ilql-beta", type=float, default=1.0, help="ILQL inference: logits + beta * (Q - V)")
-    p.add_argument("--ilql-top-k", type=int, default=20, help="ILQL inference: the policy's top-k tokens")
+    p.add_argument(
+        "--ilql-beta",
+        type=float,
+        help="ILQL inference: logits + beta * (Q - V) (default: agents/ilql-*.yaml)",
+    )
+    p.add_argument(
+        "--ilql-top-k",
+        type=int,
+        help="ILQL inference: the policy's top-k (default: agents/ilql-*.yaml)",
+    )
     p.add_argument("--no-prompted", action="store_true", help="skip the prompted SmolLM2 agent")
     p.add_argument(
         "--eval-batch",
@@ -151,20 +181,15 @@ def main() -> None:
     batched = {} if args.eval_batch is None else {"batch_size": args.eval_batch}
     agents = [reference_config(level) for level in ("naive", "competent", "oracle")]
     if not args.no_prompted:
-        spec = {"name": "prompted-smollm2", "kind": "prompted", "model": "local", "temperature": 0.0}
-        spec["max_tokens"] = 60
+        # agents/prompted-smollm2.yaml's settings on every episode (the leaderboard caps it at 8 on CPU)
+        spec = dict(load_config(AGENTS / "prompted-smollm2.yaml").spec)
+        spec.pop("episodes", None)
         if args.eval_batch is not None:
             spec["backend_kwargs"] = {"max_batch": args.eval_batch}
         agents.append(config_from_dict(spec))
     for data_name in args.datasets:
         for algo in args.algos:
-            path = str(args.out / "{env_id}" / f"{data_name}-{algo}")
-            spec = {"name": f"{algo} ({data_name})", "kind": "checkpoint", "path": path}
-            if algo == "ilql":  # inference settings, as agents/ilql-*.yaml has them
-                spec["kwargs"] = {"beta": args.ilql_beta, "top_k": args.ilql_top_k, **batched}
-            elif batched:
-                spec["kwargs"] = dict(batched)
-            agents.append(config_from_dict(spec))
+            agents.append(trained_agent(algo, data_name, args, batched))
     settings = Settings(
         agents=agents,
         env_ids=list(args.envs),
