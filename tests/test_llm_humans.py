@@ -177,6 +177,45 @@ def test_a_server_that_is_gone_is_skipped_for_the_next_in_the_pool(llama_server)
 
 
 @pytest.mark.slow
+def test_a_server_outlives_no_killed_parent():
+    """A process that started llama.cpp servers and is killed (no atexit runs) leaves none behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    need("llama_cpp")
+    code = (
+        "from dialogue_gym.humans.servers import LlamaServers\n"
+        "import time\n"
+        "s = LlamaServers(1).__enter__()\n"
+        "print(s.procs[0].pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        server = int(parent.stdout.readline())
+        os.kill(server, 0)  # it runs
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:  # gone, or a zombie that nobody has reaped yet
+                if Path(f"/proc/{server}/stat").read_text().split(") ")[-1].startswith("Z"):
+                    break
+            except FileNotFoundError:
+                break
+            time.sleep(0.2)
+        else:
+            os.kill(server, signal.SIGKILL)
+            pytest.fail("the llama.cpp server outlived its killed parent by 15 s")
+    finally:
+        parent.kill()
+
+
+@pytest.mark.slow
 def test_injected_orders_do_not_raise_the_outcome(llama_server):
     """Orders aimed at the simulator reach it only as a fixed note: whatever they demand, the
     outcome is the same, and no better than the honest agent on the same seeds."""

@@ -18,6 +18,20 @@ from typing import Any
 
 from dialogue_gym.humans.backends import smollm2_gguf
 
+# The server runs under this wrapper: a daemon thread ends it when its parent is gone. A parent
+# killed by a signal runs no atexit handler, and an orphaned server would hold a core and a GiB.
+_WATCHED_SERVER = """
+import os, runpy, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+sys.argv = ["llama_cpp.server", *sys.argv[1:]]
+runpy.run_module("llama_cpp.server", run_name="__main__", alter_sys=True)
+"""
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -26,7 +40,8 @@ def free_port() -> int:
 
 
 class LlamaServers:
-    """``n`` llama-cpp-python servers on 127.0.0.1, started on enter and stopped on exit."""
+    """``n`` llama-cpp-python servers on 127.0.0.1, started on enter and stopped on exit (or
+    within a second of this process's end, however it ends)."""
 
     def __init__(
         self, n: int = 1, model: str | Path | None = None, n_ctx: int = 4096, threads: int = 1
@@ -42,8 +57,8 @@ class LlamaServers:
             port = free_port()
             cmd = [
                 sys.executable,
-                "-m",
-                "llama_cpp.server",
+                "-c",
+                _WATCHED_SERVER,
                 "--model",
                 model,
                 "--host",
