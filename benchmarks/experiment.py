@@ -96,8 +96,9 @@ def train_agent(algo: str, data: Path, env_id: str, out: Path, args: argparse.Na
     if algo == "ilql":
         from dialogue_gym.algos.ilql import ILQLConfig
         from dialogue_gym.algos.ilql import train as train_ilql
+        from dialogue_gym.cli import parse_overrides
 
-        path = train_ilql(ILQLConfig(**common))
+        path = train_ilql(ILQLConfig(**{**common, **parse_overrides(tuple(args.ilql_set), "--ilql-set")}))
     else:
         from dialogue_gym.algos.bc import BCConfig
         from dialogue_gym.algos.bc import train as train_bc
@@ -156,6 +157,13 @@ def main() -> None:
         type=int,
         help="ILQL inference: the policy's top-k (default: agents/ilql-*.yaml)",
     )
+    p.add_argument(
+        "--ilql-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an ILQLConfig field for training, e.g. cql_top_k=20 (use a fresh --out)",
+    )
     p.add_argument("--no-prompted", action="store_true", help="skip the prompted SmolLM2 agent")
     p.add_argument(
         "--eval-batch",
@@ -165,6 +173,15 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, default=Path("runs/experiment"))
     args = p.parse_args()
+    if args.ilql_set:  # a misspelt field fails here, not after the data and the other agents
+        import dataclasses
+
+        from dialogue_gym.algos.ilql import ILQLConfig
+        from dialogue_gym.cli import parse_overrides
+
+        known = {f.name for f in dataclasses.fields(ILQLConfig)}
+        if unknown := set(parse_overrides(tuple(args.ilql_set), "--ilql-set")) - known:
+            p.error(f"--ilql-set: ILQLConfig has no field {', '.join(sorted(unknown))}")
 
     summary = [
         f"| env | data | train dialogues | mean return | top {args.top_fraction:.0%} mean | best |",
