@@ -244,6 +244,29 @@ def test_the_shipped_configs_load_and_references_hash_like_the_builtins():
     assert configs["prompted-smollm2"].spec["model"] == "local"
 
 
+def test_the_experiment_plays_the_leaderboards_trained_agents():
+    """benchmarks/experiment.py takes its trained agents from agents/*.yaml: with the committed
+    checkpoint root they are the same configs (same hash, so the same recorded rows), and its
+    study flags change only what they name."""
+    import argparse
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("experiment", ROOT / "benchmarks" / "experiment.py")
+    experiment = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(experiment)
+    configs = {c.name: c for c in load_configs(ROOT / "agents")}
+    plain = argparse.Namespace(out=Path("runs/experiment"), ilql_beta=None, ilql_top_k=None)
+    for algo in experiment.ALGOS:
+        for data in experiment.DATASETS:
+            ours = experiment.trained_agent(algo, data, plain, {})
+            assert ours.name == f"{algo} ({data})" and ours.hash == configs[ours.name].hash
+    study = argparse.Namespace(out=Path("runs/study"), ilql_beta=4.0, ilql_top_k=None)
+    ilql = experiment.trained_agent("ilql", "hindsight", study, {"batch_size": 100})
+    assert ilql.spec["path"] == "runs/study/{env_id}/hindsight-ilql"
+    preset = configs["ilql (hindsight)"].spec["kwargs"]
+    assert ilql.spec["kwargs"] == {**preset, "beta": 4.0, "batch_size": 100}
+
+
 def test_config_hash_ignores_labels_but_not_options():
     a = config_from_dict({"name": "a", "kind": "prompted", "model": "local", "temperature": 0})
     b = config_from_dict({"name": "b", "kind": "prompted", "model": "local", "temperature": 0, "episodes": 3})
