@@ -176,14 +176,12 @@ def main() -> None:
     args = p.parse_args()
     args.ilql_fields = {}
     if args.ilql_set:  # a misspelt field fails here, not after the data and the other agents
-        import dataclasses
-
         from dialogue_gym.algos.ilql import ILQLConfig
-        from dialogue_gym.cli import parse_overrides
+        from dialogue_gym.cli import parse_overrides, unknown_fields
 
         args.ilql_fields = parse_overrides(tuple(args.ilql_set), "--ilql-set")
-        if unknown := set(args.ilql_fields) - {f.name for f in dataclasses.fields(ILQLConfig)}:
-            p.error(f"--ilql-set: ILQLConfig has no field {', '.join(sorted(unknown))}")
+        if unknown := unknown_fields(ILQLConfig, args.ilql_fields):
+            p.error(f"--ilql-set: ILQLConfig has no field {', '.join(unknown)}")
 
     summary = [
         f"| env | data | train dialogues | mean return | top {args.top_fraction:.0%} mean | best |",

@@ -304,6 +304,13 @@ def parse_overrides(items: tuple[str, ...], param_hint: str = "--set") -> dict:
     return fields
 
 
+def unknown_fields(config_cls: type, fields: dict) -> list[str]:
+    """The keys of ``fields`` that the dataclass ``config_cls`` has no field for, sorted."""
+    import dataclasses
+
+    return sorted(set(fields) - {f.name for f in dataclasses.fields(config_cls)})
+
+
 def _config_fields(algo: str, config_file: str | None, overrides: tuple[str, ...], options: dict) -> dict:
     """Config fields from the YAML file, then ``--set key=value``, then the named options."""
     import yaml
@@ -351,7 +358,6 @@ def train_cmd(
     its fields works through --config or --set). Losses go to TensorBoard under OUT/runs; the
     agent is saved to OUT, ready for `dialogue-gym eval --agent OUT`.
     """
-    import dataclasses
     from pathlib import Path
 
     from dialogue_gym.datagen.records import RecordError
@@ -373,9 +379,7 @@ def train_cmd(
     if not fields.get("output_dir"):
         raise click.UsageError("no output directory: pass --out DIR")
     module, config_cls = _trainer(algo)
-    known = {f.name for f in dataclasses.fields(config_cls)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
+    if unknown := unknown_fields(config_cls, fields):
         raise click.UsageError(f"unknown {config_cls.__name__} field(s): {', '.join(unknown)}")
     existing = Path(fields["output_dir"]) / "dialogue_gym_agent.json"
     if existing.is_file():
