@@ -95,6 +95,12 @@ def numeric_fields(outcome: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in outcome.items() if isinstance(v, (int, float, bool))}
 
 
+def list_fields(outcome: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Top-level lists of an outcome breakdown (e.g. Prefs' ``picks`` and ``violations``), each
+    as a sorted tuple, so that two episodes with the same items compare equal."""
+    return {k: tuple(sorted(map(str, v))) for k, v in outcome.items() if isinstance(v, list)}
+
+
 def read_rows(results: Path) -> list[dict[str, Any]]:
     """The episode rows of a leaderboard store."""
     return [json.loads(line) for line in results.open(encoding="utf-8") if line.strip()]
@@ -105,16 +111,24 @@ def behaviour_section(rows: list[dict[str, Any]], env_id: str, personas: str = "
     if not rows:
         return []
     by_agent: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    hashes: dict[str, set[str]] = defaultdict(set)
     for r in rows:
-        by_agent[r["agent"]].append(r)
+        hashes[r["agent"]].add(r["agent_hash"])
+    for r in rows:  # one name played with several settings (e.g. --ilql-beta runs): tell them apart
+        name = r["agent"] if len(hashes[r["agent"]]) == 1 else f"{r['agent']} [{r['agent_hash'][:8]}]"
+        by_agent[name].append(r)
     fields = sorted({k for r in rows for k in numeric_fields(r.get("outcome") or {})})
+    lists = sorted({k for r in rows for k in list_fields(r.get("outcome") or {})})
     ends = sorted({r["end_reason"] for r in rows})
     head = ["agent", "episodes", "return", "turns", *(f"end: {e}" for e in ends), *fields]
+    # a list field: how many distinct lists the agent produced, and in how many episodes it was not empty
+    head += [f"{f}: {what}" for f in lists for what in ("distinct", "non-empty")]
     lines = [f"### {env_id}: agent behaviour ({personas} personas)", "", "| " + " | ".join(head) + " |"]
     lines.append("|" + "---|" * len(head))
     for agent, rs in sorted(by_agent.items(), key=lambda kv: -fmean(r["return"] for r in kv[1])):
         reasons = Counter(r["end_reason"] for r in rs)
         nums = [numeric_fields(r.get("outcome") or {}) for r in rs]
+        seqs = [list_fields(r.get("outcome") or {}) for r in rs]
         cells = [
             agent,
             str(len(rs)),
@@ -123,6 +137,8 @@ def behaviour_section(rows: list[dict[str, Any]], env_id: str, personas: str = "
             *(f"{reasons[e] / len(rs):.0%}" for e in ends),
             *(f"{fmean(n.get(f, math.nan) for n in nums):.2f}" for f in fields),
         ]
+        for f in lists:
+            cells += [str(len({q.get(f, ()) for q in seqs})), f"{fmean(bool(q.get(f)) for q in seqs):.0%}"]
         lines.append("| " + " | ".join(cells) + " |")
     return [*lines, ""]
 
