@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from dialogue_gym.core.human import HumanReply, Outcome, SimulatedHuman
+from dialogue_gym.core.rng import IntDraws
 from dialogue_gym.core.text import ActRecognizer, Analysis
 
 
@@ -46,6 +47,16 @@ class ScriptedHuman(SimulatedHuman):
         self.history: list[str] = []
         self.turn = 0
 
+    @property
+    def rng(self) -> np.random.Generator:
+        """The env's generator for this episode; ``self.below(n)`` draws ``int(self.rng.integers(n))``."""
+        return self._rng
+
+    @rng.setter
+    def rng(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+        self.below = IntDraws(rng)
+
     def reset(self, persona: Mapping[str, Any], rng: np.random.Generator) -> str:
         self.persona = persona
         self.rng = rng
@@ -65,7 +76,7 @@ class ScriptedHuman(SimulatedHuman):
     def say(self, key: str, **slots: Any) -> str:
         """One of the card's template variants for ``key``, chosen by the env's rng, filled with ``slots``."""
         variants = self.templates[key]
-        return variants[int(self.rng.integers(len(variants)))].format(**slots)
+        return variants[self.below(len(variants))].format(**slots)
 
     @abstractmethod
     def start(self) -> str:

@@ -141,7 +141,7 @@ class ScriptedSeeker(ScriptedHuman):
         self.risk_disclosed = self.risk_pending = self.referred = self.violation = False
         self.closed = self.left = self.opened = False
         self.problem_topics = frozenset(self.problem["topics"])
-        feeling = self.emo["feeling"][int(self.rng.integers(len(self.emo["feeling"])))]
+        feeling = self.emo["feeling"][self.below(len(self.emo["feeling"]))]
         return self.say("opening", feeling=feeling)
 
     # -- effects of single acts --

@@ -374,7 +374,7 @@ class ScriptedStudent(ScriptedHuman):
     def say(self, key: str, **slots: Any) -> str:
         """One of the card's template variants for ``key``, chosen by the env's rng, filled with ``slots``."""
         variants = self.templates[key]
-        text = variants[int(self.rng.integers(len(variants)))]
+        text = variants[self.below(len(variants))]
         return text.format(**slots) if "{" in text or "}" in text else text
 
     # -- setup --

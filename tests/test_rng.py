@@ -1,0 +1,76 @@
+"""IntDraws: numpy's integers(n) numbers from the same stream, and copies that keep their own."""
+
+import copy
+import pickle
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import dialogue_gym  # noqa: F401
+from dialogue_gym.core import rng as rng_module
+from dialogue_gym.core.rng import IntDraws
+
+
+def test_the_fast_path_is_on_here():
+    assert rng_module._FAST, "numpy's bounded draws changed: IntDraws fell back to rng.integers"
+
+
+def test_same_numbers_and_state_as_numpy_on_a_mixed_stream():
+    ours, theirs = np.random.default_rng(7), np.random.default_rng(7)
+    draws = IntDraws(ours)
+    sizes = np.random.default_rng(1)
+    for i in range(20_000):
+        # mostly small n (template choice), sometimes near 2**32 where Lemire rejects draws
+        n = int(sizes.integers(1, 60)) if i % 5 else int(sizes.integers(2**31, 2**32 + 2))
+        assert draws(n) == int(theirs.integers(n)), (i, n)
+        if i % 3 == 0:  # other draws in between share the generator's state (and its 32-bit buffer)
+            assert ours.random() == theirs.random()
+        if i % 7 == 0:
+            assert ours.integers(3, 9) == theirs.integers(3, 9)
+    assert ours.bit_generator.state == theirs.bit_generator.state
+
+
+@pytest.mark.parametrize("bad", [0, -3])
+def test_bad_bounds_raise_as_numpy_does(bad):
+    with pytest.raises(ValueError):
+        IntDraws(np.random.default_rng(0))(bad)
+
+
+def test_pickled_and_copied_draws_follow_their_own_generator():
+    rng = np.random.default_rng(3)
+    draws = IntDraws(rng)
+    twin = pickle.loads(pickle.dumps(draws))
+    assert twin.rng is not rng
+    assert [twin(9) for _ in range(50)] == [draws(9) for _ in range(50)]
+    deep = copy.deepcopy(draws)
+    first = [deep(9) for _ in range(20)]
+    assert first == [draws(9) for _ in range(20)]  # deep copy did not advance the original
+
+
+DEEP_COPY_LINES = {  # lines whose replies choose among several template variants
+    "DialogueTeach-v0": [
+        "Hi! What do you already know about this topic?",
+        "Think of it like a front door that needs both a key and a fingerprint. Does that make sense?",
+    ],
+    "DialogueCounsel-v0": [
+        "Hi! How are you feeling today?",
+        "That sounds really hard. Tell me more about it.",
+    ],
+}
+
+
+@pytest.mark.parametrize("env_id", list(DEEP_COPY_LINES))
+def test_a_deep_copied_env_does_not_draw_from_the_original(env_id):
+    lines = DEEP_COPY_LINES[env_id]
+    env = gym.make(env_id)
+    env.reset(seed=5)
+    env.step(lines[0])
+    twin = copy.deepcopy(env)
+    for _ in range(3):  # the copy's replies draw templates; the original's stream must not move
+        if twin.step(lines[1])[2:4] != (False, False):
+            break
+    replay = gym.make(env_id)
+    replay.reset(seed=5)
+    replay.step(lines[0])
+    assert env.step(lines[1]) == replay.step(lines[1])
