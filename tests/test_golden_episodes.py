@@ -372,11 +372,39 @@ def test_sentence_words_are_the_words_of_each_sentence() -> None:
         a = index.recognizer.analyse(text)
         low = text.lower().replace("’", "'")
         assert [w for ws in a.sentence_words for w in ws] == words(text)
+        assert a.n_words == len(words(text))
         assert len(a.sentence_words) == len(_SENTENCE.split(low.strip()))
         for cid in ("compound_interest", "overfitting", "vaccination"):
             ci = index.concept_index(cid)
             by_words = [h for h in ci.words_hits(a.sentence_words) if h]
             assert by_words == [h for h in ci.sentence_hits(low) if h]
+
+
+def test_repeat_flag_is_word_set_jaccard_against_history() -> None:
+    """``Analysis.repeat``: at least 3 words and word-set Jaccard similarity >= the threshold with
+    some earlier utterance (the recognizer's hot loop, checked against the plain definition)."""
+    from dialogue_gym.core.cards import load_card
+    from dialogue_gym.core.text import ActRecognizer
+
+    card = load_card("counsel")
+    rec = ActRecognizer({act: s["cues"] for act, s in card["acts"].items()}, repeat_similarity=0.6)
+    texts = fuzz_texts(card, 200, seed=8, noisy=False)
+    rng = np.random.default_rng(3)
+    flagged = 0
+    for i, text in enumerate(texts):
+        history = [texts[j] for j in rng.choice(len(texts), size=int(rng.integers(0, 4)))]
+        if i % 4 == 0 and history:  # near-repeats: an earlier line with a word dropped
+            text = " ".join(history[0].split()[1:]) or text
+        mine = set(words(text))
+
+        def jaccard(other: str, mine: set[str] = mine) -> float:
+            theirs = set(words(other))
+            return len(mine & theirs) / len(mine | theirs) if mine | theirs else 0.0
+
+        want = len(words(text)) >= 3 and any(jaccard(h) >= 0.6 for h in history)
+        assert rec.analyse(text, history).repeat == want, (text, history)
+        flagged += want
+    assert 0 < flagged < len(texts)
 
 
 def test_digest_sees_a_change() -> None:

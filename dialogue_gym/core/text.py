@@ -163,10 +163,19 @@ class Analysis:
     gibberish: bool = False
     repeat: bool = False
     injection: bool = False
-    # The words of each sentence (as words() and sentences() read them, empty sentences included;
-    # joined, the words of the text), for the task's own reading of the turn without reading the
-    # text again. Not part of the repr or equality.
-    sentence_words: Sequence[Sequence[str]] = field(default=(), repr=False, compare=False)
+    # The utterance's sentences, lower-cased (as analyse() cut them), for sentence_words. Not part
+    # of the repr or equality.
+    sentence_texts: Sequence[str] = field(default=(), repr=False, compare=False)
+    _sentence_words: list[list[str]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def sentence_words(self) -> Sequence[Sequence[str]]:
+        """The words of each sentence (as words() and sentences() read them, empty sentences
+        included; joined, the words of the text), for the task's own reading of the turn without
+        reading the text again. Worked out on first use: only some tasks read it."""
+        if self._sentence_words is None:
+            self._sentence_words = [_tokens(sent) for sent in self.sentence_texts]
+        return self._sentence_words
 
     @property
     def flags(self) -> tuple[str, ...]:
@@ -232,16 +241,27 @@ class ActRecognizer:
         """Analyse ``text`` given the agent's earlier utterances ``history`` (oldest first)."""
         low = text.lower().replace("’", "'")
         sents = _split_sentences(low)
-        # Sentences are cut at whitespace only, so their words, in order, are the words of the text.
-        sentence_words = [_tokens(sent) for sent in sents]
-        toks = sentence_words[0] if len(sents) == 1 else [w for ws in sentence_words for w in ws]
+        # Sentences are cut at whitespace only and words never contain any, so the text's words
+        # are its sentences' words, in order (Analysis.sentence_words cuts them when asked).
+        toks = _tokens(low)
         n = len(toks)
         tokset = _remember(text, frozenset(toks))  # = _wordset(text), for when it is history
         unknown = tokset - self.vocabulary  # then count their occurrences: usually none
         known = n - sum(map(toks.count, unknown)) if unknown else n
         gibberish = n == 0 or known / n < 0.4
         injection = _injection(low, tokset)
-        repeat = n >= 3 and any(_similar(tokset, _wordset(h), self.repeat_similarity) for h in history)
+        repeat = False
+        if n >= 3 and history:  # Jaccard similarity of the word sets to any earlier utterance
+            threshold, la = self.repeat_similarity, len(tokset)
+            for h in history:
+                b = _WORD_SETS.get(h) or _wordset(h)
+                lb = len(b)
+                if (la if la < lb else lb) < threshold * (lb if la < lb else la):
+                    continue  # Jaccard <= min/max: no need to intersect
+                inter = len(tokset & b)
+                if inter / (la + lb - inter) >= threshold:
+                    repeat = True
+                    break
 
         group_act, finditer = self._group_act, self._pattern.finditer
         cues: dict[str, int] = {}
@@ -271,7 +291,8 @@ class ActRecognizer:
             gibberish=gibberish,
             repeat=repeat,
             injection=injection,
-            sentence_words=sentence_words,
+            sentence_texts=sents,
+            _sentence_words=[toks] if len(sents) == 1 else None,
         )
 
 
@@ -294,15 +315,6 @@ def _remember(text: str, word_set: frozenset[str]) -> frozenset[str]:
         _WORD_SETS.clear()  # bounded, and safe with threads (one C call)
     _WORD_SETS[text] = word_set
     return word_set
-
-
-def _similar(a: frozenset[str], b: frozenset[str], threshold: float) -> bool:
-    """Jaccard similarity of ``a`` and ``b`` is at least ``threshold`` (> 0)."""
-    la, lb = len(a), len(b)
-    if min(la, lb) < threshold * max(la, lb):  # Jaccard <= min/max: no need to intersect
-        return False
-    inter = len(a & b)
-    return inter / (la + lb - inter) >= threshold
 
 
 _SPECIAL = frozenset("\\.^$*+?{}[]|()")
