@@ -362,14 +362,17 @@ def test_sentence_words_are_the_words_of_each_sentence() -> None:
     """``Analysis.sentence_words``: the words of each sentence, joined the words of the text, and
     Teach's per-sentence concept words from them equal those it reads from the text."""
     from dialogue_gym.core.cards import load_card
-    from dialogue_gym.core.text import _SENTENCE
+    from dialogue_gym.core.text import _SENTENCE, ActRecognizer
     from dialogue_gym.tasks.teach import card_index
 
     card = load_card("teach")
     index = card_index(card)
     texts = fuzz_texts(card, 400, seed=5) + fuzz_texts(card, 400, seed=6, noisy=False) + list(NOISE)
+    lazy = ActRecognizer({act: s["cues"] for act, s in card["acts"].items()})  # cuts them when asked
+    assert index.recognizer.sentence_words and not lazy.sentence_words
     for text in texts:
         a = index.recognizer.analyse(text)
+        assert lazy.analyse(text).sentence_words == a.sentence_words
         low = text.lower().replace("’", "'")
         assert [w for ws in a.sentence_words for w in ws] == words(text)
         assert a.n_words == len(words(text))

@@ -207,6 +207,7 @@ class ActRecognizer:
         stuffing_acts: int = 4,
         stuffing_density: float = 0.25,
         repeat_similarity: float = 0.8,
+        sentence_words: bool = False,
     ) -> None:
         if not lexicon:
             raise ValueError("act lexicon is empty")
@@ -236,14 +237,22 @@ class ActRecognizer:
         self.stuffing_acts = stuffing_acts
         self.stuffing_density = stuffing_density
         self.repeat_similarity = repeat_similarity
+        # Cut each sentence's words while reading the text, for a task that reads them every turn
+        # (Teach); otherwise Analysis.sentence_words cuts them only if asked.
+        self.sentence_words = sentence_words
 
     def analyse(self, text: str, history: Sequence[str] = ()) -> Analysis:
         """Analyse ``text`` given the agent's earlier utterances ``history`` (oldest first)."""
         low = text.lower().replace("’", "'")
         sents = _split_sentences(low)
         # Sentences are cut at whitespace only and words never contain any, so the text's words
-        # are its sentences' words, in order (Analysis.sentence_words cuts them when asked).
-        toks = _tokens(low)
+        # are its sentences' words, in order.
+        if self.sentence_words and len(sents) > 1:
+            sentence_words: list[list[str]] | None = [_tokens(sent) for sent in sents]
+            toks = [w for ws in sentence_words for w in ws]  # type: ignore[union-attr]
+        else:
+            toks = _tokens(low)
+            sentence_words = [toks] if len(sents) == 1 else None
         n = len(toks)
         tokset = _remember(text, frozenset(toks))  # = _wordset(text), for when it is history
         unknown = tokset - self.vocabulary  # then count their occurrences: usually none
@@ -292,7 +301,7 @@ class ActRecognizer:
             repeat=repeat,
             injection=injection,
             sentence_texts=sents,
-            _sentence_words=[toks] if len(sents) == 1 else None,
+            _sentence_words=sentence_words,
         )
 
 

@@ -273,7 +273,7 @@ def card_index(card: Mapping[str, Any]) -> CardIndex:
         vocab += [f"{j['term']} {j['meaning']}" for j in c["jargon"]]
     vocab += list(card["domains"].values())
     index = CardIndex(
-        recognizer=recognizer_from_card(card, vocab),
+        recognizer=recognizer_from_card(card, vocab, sentence_words=True),  # _teach reads them every turn
         define=_cue_pattern(card["acts"]["define"]["cues"]),
         simplify=_cue_pattern(card.get("simplify_cues", []) or ["(?!x)x"]),
         concepts={c["id"]: c for c in card["concepts"]},
