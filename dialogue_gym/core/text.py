@@ -248,8 +248,9 @@ class ActRecognizer:
         # Sentences are cut at whitespace only and words never contain any, so the text's words
         # are its sentences' words, in order.
         if self.sentence_words and len(sents) > 1:
-            sentence_words: list[list[str]] | None = [_tokens(sent) for sent in sents]
-            toks = [w for ws in sentence_words for w in ws]  # type: ignore[union-attr]
+            cut = [_tokens(sent) for sent in sents]
+            toks = [w for ws in cut for w in ws]
+            sentence_words: list[list[str]] | None = cut
         else:
             toks = _tokens(low)
             sentence_words = [toks] if len(sents) == 1 else None
@@ -263,7 +264,7 @@ class ActRecognizer:
         if n >= 3 and history:  # Jaccard similarity of the word sets to any earlier utterance
             threshold, la = self.repeat_similarity, len(tokset)
             for h in history:
-                b = _WORD_SETS.get(h) or _wordset(h)
+                b = _wordset(h)
                 lb = len(b)
                 if (la if la < lb else lb) < threshold * (lb if la < lb else la):
                     continue  # Jaccard <= min/max: no need to intersect
