@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 _U32 = 0xFFFFFFFF
+_UNRESOLVED: Any = object()  # IntDraws' next_uint32 before its first draw
 
 
 def _uint32_source(rng: np.random.Generator) -> Callable[[], int] | None:
@@ -32,19 +33,25 @@ def _uint32_source(rng: np.random.Generator) -> Callable[[], int] | None:
 
 class IntDraws:
     """``draws(n)`` returns ``int(rng.integers(n))`` for ``rng``: the same number, drawn from the
-    same stream, about twice as fast. Pickles and deep-copies with its generator."""
+    same stream, about twice as fast. Pickles and deep-copies with its generator.
+
+    The bit generator's ``next_uint32`` is looked up on the first draw, not on construction:
+    the lookup costs a few microseconds, and a scripted human gets a new drawer every episode
+    whether its task draws with it or not."""
 
     __slots__ = ("_next32", "rng")
 
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
-        self._next32 = _uint32_source(rng) if _FAST else None
+        self._next32: Callable[[], int] | None = _UNRESOLVED if _FAST else None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (IntDraws, (self.rng,))
 
     def __call__(self, n: int) -> int:
         next32 = self._next32
+        if next32 is _UNRESOLVED:
+            next32 = self._next32 = _uint32_source(self.rng)
         # numpy draws nothing for n = 1 and raises for n < 1: leave those (and non-ints) to it
         if next32 is None or type(n) is not int or not 1 < n <= _U32:
             return int(self.rng.integers(n))
