@@ -165,6 +165,11 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="an ILQLConfig field for training, e.g. cql_top_k=20 (use a fresh --out)",
     )
+    p.add_argument(
+        "--repetition-penalty",
+        type=float,
+        help="trained agents' decoding: a repetition penalty (default: none; enters the agent keys)",
+    )
     p.add_argument("--no-prompted", action="store_true", help="skip the prompted SmolLM2 agent")
     p.add_argument(
         "--eval-batch",
@@ -194,8 +199,10 @@ def main() -> None:
             for algo in args.algos:
                 train_agent(algo, paths[data_name], env_id, args.out / env_id / f"{data_name}-{algo}", args)
 
-    # batch sizes enter an agent's key only when asked for, so CPU runs keep their recorded rows
+    # batch sizes and penalties enter an agent's key only when asked for, so earlier runs keep their rows
     batched = {} if args.eval_batch is None else {"batch_size": args.eval_batch}
+    if args.repetition_penalty is not None:
+        batched["repetition_penalty"] = args.repetition_penalty
     agents = [reference_config(level) for level in ("naive", "competent", "oracle")]
     if not args.no_prompted:
         # agents/prompted-smollm2.yaml's settings on every episode (the leaderboard caps it at 8 on CPU)

@@ -399,12 +399,22 @@ def train_cmd(
 
 
 def _eval_agent(
-    spec: str, env_id: str, algo: str | None, temperature: float | None, max_new_tokens: int | None
+    spec: str,
+    env_id: str,
+    algo: str | None,
+    temperature: float | None,
+    max_new_tokens: int | None,
+    repetition_penalty: float | None = None,
 ):
     """The agent named by ``--agent``: a checkpoint directory, reference:<level> or prompted:<model>."""
     from pathlib import Path
 
     kind, _, name = spec.partition(":")
+    if repetition_penalty is not None and kind in ("reference", "prompted") and name:
+        raise click.BadParameter(
+            "--repetition-penalty applies to trained agents (checkpoint directories) only",
+            param_hint="--repetition-penalty",
+        )
     if kind == "reference" and name:
         try:
             return reference_agent(env_id, name)
@@ -424,7 +434,11 @@ def _eval_agent(
 
     try:
         meta = read_meta(spec, expect_algo=algo)
-        opts = {"temperature": temperature, "max_new_tokens": max_new_tokens}
+        opts = {
+            "temperature": temperature,
+            "max_new_tokens": max_new_tokens,
+            "repetition_penalty": repetition_penalty,
+        }
         agent = load_agent(spec, **{k: v for k, v in opts.items() if v is not None})
     except CheckpointError as exc:
         raise click.BadParameter(str(exc), param_hint="--agent") from None
@@ -454,6 +468,12 @@ def _eval_agent(
 @click.option(
     "--max-new-tokens", type=click.IntRange(min=1), default=None, help="Longest utterance (model agents)."
 )
+@click.option(
+    "--repetition-penalty",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=None,
+    help="Trained agents: transformers' repetition penalty at decoding (1.0 = none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def eval_cmd(
     agent_spec: str,
@@ -466,13 +486,14 @@ def eval_cmd(
     algo: str | None,
     temperature: float | None,
     max_new_tokens: int | None,
+    repetition_penalty: float | None,
     as_json: bool,
 ) -> None:
     """Play an agent for N seeded episodes and print its mean return with a 95% CI."""
     from dialogue_gym.agents.lm import evaluate_batched
 
     _check_env_id(env_id)
-    agent = _eval_agent(agent_spec, env_id, algo, temperature, max_new_tokens)
+    agent = _eval_agent(agent_spec, env_id, algo, temperature, max_new_tokens, repetition_penalty)
     results = evaluate_batched(
         agent,
         env_id,

@@ -14,7 +14,7 @@ from transformers import TrainerCallback
 from dialogue_gym.agents.lm import LMAgent, evaluate_batched
 from dialogue_gym.algos.bc import BCConfig, EnvEvalCallback, build_trainer, load_agent, resume_argument, train
 from dialogue_gym.algos.checkpoint import file_sha256, read_meta
-from dialogue_gym.cli import main
+from dialogue_gym.cli import _eval_agent, main
 from dialogue_gym.datagen.records import load_records, provenance, record_from_episode, write_records
 from dialogue_gym.evaluation import reference_agent, summarise
 
@@ -182,6 +182,10 @@ def test_cli_eval(cli_agent):
     assert result.exit_code == 0, result.output
     assert "mean return" in result.stdout and "95% CI" in result.stdout
 
+    result = runner.invoke(main, [*args, "--repetition-penalty", "1.3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert _eval_agent(str(cli_agent), ENV, None, None, 4, 1.3).repetition_penalty == 1.3
+
 
 def test_cli_errors(tmp_path, dataset, cli_agent):
     runner = CliRunner()
@@ -198,6 +202,8 @@ def test_cli_errors(tmp_path, dataset, cli_agent):
         (["eval", "--agent", "reference:genius", "--env", ENV], "no reference agent 'genius'"),
         (["eval", "--agent", "nowhere", "--env", ENV], "neither an agent directory"),
         (["eval", "--agent", str(cli_agent), "--env", ENV, "--algo", "ilql"], "expected 'ilql'"),
+        (["eval", "--agent", "reference:naive", "--env", ENV, "--repetition-penalty", "2"], "trained agents"),
+        (["eval", "--agent", str(cli_agent), "--env", ENV, "--repetition-penalty", "0"], "range x>0"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)
