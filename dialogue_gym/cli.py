@@ -472,7 +472,7 @@ def _eval_agent(
     "--repetition-penalty",
     type=click.FloatRange(min=0.0, min_open=True),
     default=None,
-    help="Trained agents: transformers' repetition penalty at decoding (1.0 = none).",
+    help="Trained agents: penalty on tokens already in the reply being written (1.0 = none).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def eval_cmd(

@@ -254,6 +254,24 @@ def test_logits_processor_and_empty_fallback(tiny):
     assert agent.stats["empty"] == 2
 
 
+def test_repetition_penalty_acts_on_the_reply_not_the_prompt(tiny):
+    """The untrained tiny model loops on one token; a large penalty stops the loop, and it spares
+    the prompt: a token the prompt contains is still the first choice when it was without it."""
+    model, tok = tiny
+    plain = LMAgent(model, tok, max_new_tokens=16)
+    penalised = LMAgent(model, tok, max_new_tokens=16, repetition_penalty=1e3)
+    msgs = [{"role": "system", "content": "You are a travel agent."}, {"role": "user", "content": "Plan"}]
+    loop = tok(plain.act(msgs), add_special_tokens=False).input_ids
+    assert len(set(loop)) < len(loop)  # the premise: without the penalty the reply repeats tokens
+    reply = tok(penalised.act(msgs), add_special_tokens=False).input_ids
+    assert len(reply) > 1 and len(set(reply)) == len(reply)
+    # put the unpenalised reply's first token into the prompt: still the first choice with the penalty
+    quoted = [msgs[0], {"role": "user", "content": "Plan " + tok.decode(loop[:2])}]
+    first = tok(plain.act(quoted), add_special_tokens=False).input_ids[0]
+    assert first in plain.prompt_ids(quoted)
+    assert tok(penalised.act(quoted), add_special_tokens=False).input_ids[0] == first
+
+
 def test_evaluate_batched_matches_evaluate():
     agent = reference_agent("DialogueTeach-v0", "competent")
     seq = evaluate(agent, "DialogueTeach-v0", 5, seed=7)

@@ -18,7 +18,7 @@ from typing import Any
 
 import gymnasium as gym
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, RepetitionPenaltyLogitsProcessor
 
 from dialogue_gym.agents.base import Agent, AgentReply, Messages
 from dialogue_gym.evaluation import EpisodeResult
@@ -35,7 +35,9 @@ class LMAgent(Agent):
             before it starts, a move the data never shows).
         temperature: 0 decodes greedily (the default, reproducible); above 0 samples.
         top_p: nucleus sampling mass when sampling.
-        repetition_penalty: optional transformers repetition penalty (1.0 = none).
+        repetition_penalty: above 1, discourages tokens already in the reply being written
+            (transformers' ``RepetitionPenaltyLogitsProcessor``; 1.0 = none). The prompt is not
+            penalised: it holds the role text and catalogue the agent must quote from.
         logits_processor: reshapes the scores at each step (e.g. ILQL's advantage shift).
         max_length: longest prompt in tokens; longer transcripts are shortened by the training
             truncation rule (oldest exchanges first). Defaults to the model's context size.
@@ -113,7 +115,12 @@ class LMAgent(Agent):
             input_ids[row, width - len(p) :] = torch.tensor(p)
             attention_mask[row, width - len(p) :] = 1
         sample = self.temperature > 0
-        processors = LogitsProcessorList([self.logits_processor] if self.logits_processor else [])
+        processors = LogitsProcessorList()
+        if self.repetition_penalty != 1.0:  # before any score reshaping, as generate() orders it
+            penalty = RepetitionPenaltyLogitsProcessor(self.repetition_penalty, prompt_ignore_length=width)
+            processors.append(penalty)
+        if self.logits_processor:
+            processors.append(self.logits_processor)
         generated = self.model.generate(
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),
@@ -123,7 +130,6 @@ class LMAgent(Agent):
             temperature=self.temperature if sample else None,
             top_p=self.top_p if sample else None,
             top_k=None,
-            repetition_penalty=self.repetition_penalty if self.repetition_penalty != 1.0 else None,
             logits_processor=processors,
             eos_token_id=self.stop_ids,
             pad_token_id=self.pad_id,
