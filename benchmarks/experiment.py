@@ -199,10 +199,11 @@ def main() -> None:
             for algo in args.algos:
                 train_agent(algo, paths[data_name], env_id, args.out / env_id / f"{data_name}-{algo}", args)
 
-    # batch sizes and penalties enter an agent's key only when asked for, so earlier runs keep their rows
-    batched = {} if args.eval_batch is None else {"batch_size": args.eval_batch}
+    # trained agents' decoding kwargs: each enters an agent's key only when asked for, so earlier
+    # runs keep their recorded rows
+    decoding: dict[str, Any] = {} if args.eval_batch is None else {"batch_size": args.eval_batch}
     if args.repetition_penalty is not None:
-        batched["repetition_penalty"] = args.repetition_penalty
+        decoding["repetition_penalty"] = args.repetition_penalty
     agents = [reference_config(level) for level in ("naive", "competent", "oracle")]
     if not args.no_prompted:
         # agents/prompted-smollm2.yaml's settings on every episode (the leaderboard caps it at 8 on CPU)
@@ -213,7 +214,7 @@ def main() -> None:
         agents.append(config_from_dict(spec))
     for data_name in args.datasets:
         for algo in args.algos:
-            agents.append(trained_agent(algo, data_name, args, batched))
+            agents.append(trained_agent(algo, data_name, args, decoding))
     settings = Settings(
         agents=agents,
         env_ids=list(args.envs),
