@@ -185,9 +185,21 @@ def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, see
     return [*lines, "", *behaviour_section(rows, env_id, "dev")]
 
 
+def _corr(x: list[float], y: list[float]) -> float:
+    """Pearson correlation (0 where either side is constant)."""
+    import numpy as np
+
+    if len(x) != len(y):
+        raise ValueError(f"{len(x)} values against {len(y)} returns: the turn starts do not line up")
+    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+        return 0.0
+    return float(np.corrcoef(x, y)[0, 1])
+
+
 def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
     """Read an ILQL checkpoint's heads on ``n`` dev dialogues of ``data``: V where a turn starts
-    vs inside a turn, and inside a turn the advantage of the data's next token vs of ending the
+    (and how well it follows the data's return from there) vs inside
+    a turn, and inside a turn the advantage of the data's next token vs of ending the
     turn, and how often ending the turn would win the shifted top-k choice."""
     import torch
 
@@ -201,7 +213,8 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
     lm, tokenizer, ilql = agent.model, agent.tokenizer, agent.logits_processor
     eot = agent.stop_ids[0]
     records = load_training_records(data, meta["env_id"], "dev")[:n]
-    v_start, v_mid, a_taken, a_eot = [], [], [], []
+    gamma = float(meta["config"].get("gamma", 0.99))
+    v_start, v_mid, a_taken, a_eot, to_go = [], [], [], [], []
     wins = {1.0: 0, 4.0: 0}
     with torch.no_grad():
         for record in records:
@@ -218,6 +231,12 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
             taken = ids[0, pos]
             inside = ~start & (taken != eot)  # mid-utterance states where the data went on
             v_start += v[start].tolist()
+            # the data's return from each turn start on, discounted per turn as ILQL's targets are
+            rtg, rest = [], 0.0
+            for reward in reversed(enc.turn_rewards):
+                rest = reward + gamma * rest
+                rtg.append(rest)
+            to_go += rtg[::-1]
             v_mid += v[inside].tolist()
             a_taken += adv[inside].gather(-1, taken[inside, None]).squeeze(-1).tolist()
             a_eot += adv[inside, eot].tolist()
@@ -229,7 +248,8 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
         f"### ILQL heads probe: `{path}` on {len(records)} dev dialogues of `{data}`",
         "",
         f"- V at turn starts {fmean(v_start):.3f} (n={len(v_start)}), inside turns {fmean(v_mid):.3f} "
-        f"(n={len(v_mid)}).",
+        f"(n={len(v_mid)}); the data's return from a turn start on {fmean(to_go):.3f}, its correlation "
+        f"with V there {_corr(v_start, to_go):.2f}.",
         f"- Inside turns, advantage Q - V of the data's next token {fmean(a_taken):.3f}, of ending the "
         f"turn there {fmean(a_eot):.3f}.",
         *(

@@ -77,6 +77,11 @@ class ILQLConfig(TrainingArguments):
         token_gamma: 1.0, the discount between tokens of one utterance. The paper discounts every
             token by ``gamma``; we do not, so that a long utterance is not worth less than a short
             one for the dialogue's outcome. Set ``token_gamma=gamma`` for the paper's convention.
+        bootstrap: "token", each token's Bellman target bootstraps from V at the next token (the
+            paper). ``"turn"`` bootstraps every token of an utterance from V where the agent's next
+            turn starts (an n-step target through the rest of the utterance; ours, not the
+            paper's): a turn's reward then reaches the previous turn's tokens in one update instead
+            of one token per update, each through the lagging target heads.
         tau_expectile: 0.7, the expectile of V (trlx's default ``tau``; the paper sweeps 0.7-0.9).
         cql_weight: 0.1, the weight of the conservative term (trlx's ``cql_scale``).
         cql_top_k: None, the conservative term over the whole vocabulary (the paper, trlx). An
@@ -112,6 +117,9 @@ class ILQLConfig(TrainingArguments):
     eval_episodes: int = field(default=16, metadata={"help": "Episodes per in-training evaluation."})
     gamma: float = field(default=0.99, metadata={"help": "discount per agent turn"})
     token_gamma: float = field(default=1.0, metadata={"help": "discount between tokens of one utterance"})
+    bootstrap: str = field(
+        default="token", metadata={"help": "targets from V at the next token ('token') or next turn ('turn')"}
+    )
     tau_expectile: float = field(default=0.7, metadata={"help": "expectile of the value loss"})
     cql_weight: float = field(default=0.1, metadata={"help": "weight of the conservative (CQL) term"})
     cql_top_k: int | None = field(
@@ -149,6 +157,8 @@ class ILQLConfig(TrainingArguments):
             raise ValueError("target_update_rate must be in (0, 1] and target_update_every >= 1")
         if self.q_head not in QHEAD_KINDS:
             raise ValueError(f"q_head must be one of {QHEAD_KINDS}, got {self.q_head!r}")
+        if self.bootstrap not in BOOTSTRAPS:
+            raise ValueError(f"bootstrap must be one of {BOOTSTRAPS}, got {self.bootstrap!r}")
         if self.cql_top_k is not None and self.cql_top_k < 1:
             raise ValueError(f"cql_top_k must be a positive number of tokens or None, got {self.cql_top_k}")
         if self.top_k is not None and self.top_k < 1:
@@ -220,6 +230,7 @@ def bellman_targets(
     *,
     gamma: float,
     token_gamma: float = 1.0,
+    bootstrap: str = "token",
 ) -> tuple[Tensor, Tensor]:
     """Targets ``r + discount * (1 - done) * V(s_next)`` for each action, and which are usable.
 
@@ -227,7 +238,14 @@ def bellman_targets(
     action's state (flat). The discount is ``gamma`` across a turn end (the human replies in
     between) and ``token_gamma`` between tokens of one utterance. An action with no next action
     that is not ``done`` (the dialogue was cut before its end) has no target: ``valid`` is False.
+
+    ``bootstrap="turn"`` gives every token of an utterance the target of the utterance's last
+    token, discounted by ``token_gamma`` per token in between: an n-step target through the rest
+    of the utterance (rewards sit on turn ends only, so none is skipped), which bootstraps from V
+    where the agent's next turn starts instead of from the next token.
     """
+    if bootstrap not in BOOTSTRAPS:
+        raise ValueError(f"bootstrap must be one of {BOOTSTRAPS}, got {bootstrap!r}")
     has_next = actions.next >= 0
     v_next = torch.where(has_next, values[actions.next.clamp(min=0)], torch.zeros_like(values))
     discount = torch.where(
@@ -236,7 +254,16 @@ def bellman_targets(
     done = dones.to(values.dtype)
     targets = rewards.to(values.dtype) + discount * (1.0 - done) * v_next
     valid = has_next | dones.bool()
+    if bootstrap == "turn":  # each action takes the target of its turn's last token
+        index = torch.arange(len(actions), device=values.device)
+        ends = index[actions.turn_end]  # a row's last action always ends a turn
+        end = ends[torch.searchsorted(ends, index)]
+        targets = token_gamma ** (end - index).to(values.dtype) * targets[end]
+        valid = valid[end]
     return targets, valid
+
+
+BOOTSTRAPS = ("token", "turn")
 
 
 def cql_loss(q: Tensor, actions: Tensor) -> Tensor:
@@ -398,6 +425,7 @@ def ilql_loss(
     cql_weight: float,
     nll_weight: float,
     cql_top_k: int | None = None,
+    bootstrap: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The ILQL loss of a padded batch from the LM's last hidden states ``(B, T, H)``.
 
@@ -430,6 +458,7 @@ def ilql_loss(
         acts,
         gamma=gamma,
         token_gamma=token_gamma,
+        bootstrap=bootstrap,
     )
     loss_q = sum(masked_mean((qa - targets).pow(2), valid) for qa in q_taken)
     loss_v = masked_mean(expectile_loss(target_q - v, tau), every)
@@ -471,6 +500,7 @@ class ILQLModel(nn.Module):
             "tau": config.tau_expectile,
             "cql_weight": config.cql_weight,
             "cql_top_k": config.cql_top_k,
+            "bootstrap": config.bootstrap,
             "nll_weight": config.nll_weight,
         }
 
