@@ -206,7 +206,7 @@ def _loss_inputs(seed: int = 0):
     return hidden, input_ids, rewards, dones
 
 
-def _loss(hidden, input_ids, rewards, dones, heads, lm_head):
+def _loss(hidden, input_ids, rewards, dones, heads, lm_head, **kwargs):
     return ilql_loss(
         hidden,
         input_ids,
@@ -220,6 +220,7 @@ def _loss(hidden, input_ids, rewards, dones, heads, lm_head):
         tau=0.7,
         cql_weight=0.1,
         nll_weight=1.0,
+        **kwargs,
     )
 
 
@@ -262,6 +263,31 @@ def test_loss_gradients_reach_heads_but_not_targets(kind):
     assert all(p.grad is not None for p in heads.v_head.parameters())
     assert all(p.grad is None for p in heads.target_q_heads.parameters())
     assert set(stats) >= {"loss_q", "loss_v", "loss_cql", "loss_nll"}
+
+
+@pytest.mark.parametrize("kind", ["embedding", "mlp"])
+def test_detached_heads_leave_the_body_to_the_imitation_loss(kind):
+    """``detach_heads=True``: the LM's hidden states get exactly the behaviour-cloning gradient,
+    while the heads still learn; without it the value losses reach the hidden states too."""
+    torch.manual_seed(3)
+    heads, lm_head = ILQLHeads(8, 11, q_head=kind), torch.nn.Linear(8, 11)
+    hidden, input_ids, rewards, dones = _loss_inputs()
+    acts = find_actions(AGENT_MASK)
+
+    h_nll = hidden.clone().requires_grad_(True)
+    logits = lm_head(h_nll[acts.row, acts.state_pos])
+    torch.nn.functional.cross_entropy(logits, input_ids[acts.row, acts.pos]).backward()
+
+    grads = {}
+    for detach in (True, False):
+        h = hidden.clone().requires_grad_(True)
+        heads.zero_grad()
+        loss, _ = _loss(h, input_ids, rewards, dones, heads, lm_head, detach_heads=detach)
+        loss.backward()
+        grads[detach] = h.grad
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in heads.v_head.parameters())
+    assert torch.allclose(grads[True], h_nll.grad, atol=1e-6)
+    assert not torch.allclose(grads[False], h_nll.grad, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------ learning, tabular

@@ -82,6 +82,10 @@ class ILQLConfig(TrainingArguments):
             turn starts (an n-step target through the rest of the utterance; ours, not the
             paper's): a turn's reward then reaches the previous turn's tokens in one update instead
             of one token per update, each through the lagging target heads.
+        detach_heads: False, the value losses train the LM body too (the paper, trlx). True stops
+            their gradient at the heads' input, so the body (and with it the behaviour policy)
+            learns from the imitation loss alone, as BC's does, and the heads read its features
+            (ours, not the paper's).
         tau_expectile: 0.7, the expectile of V (trlx's default ``tau``; the paper sweeps 0.7-0.9).
         cql_weight: 0.1, the weight of the conservative term (trlx's ``cql_scale``).
         cql_top_k: None, the conservative term over the whole vocabulary (the paper, trlx). An
@@ -119,6 +123,9 @@ class ILQLConfig(TrainingArguments):
     token_gamma: float = field(default=1.0, metadata={"help": "discount between tokens of one utterance"})
     bootstrap: str = field(
         default="token", metadata={"help": "targets from V at the next token ('token') or next turn ('turn')"}
+    )
+    detach_heads: bool = field(
+        default=False, metadata={"help": "train the LM body on the imitation loss only, not the value losses"}
     )
     tau_expectile: float = field(default=0.7, metadata={"help": "expectile of the value loss"})
     cql_weight: float = field(default=0.1, metadata={"help": "weight of the conservative (CQL) term"})
@@ -426,6 +433,7 @@ def ilql_loss(
     nll_weight: float,
     cql_top_k: int | None = None,
     bootstrap: str = "token",
+    detach_heads: bool = False,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The ILQL loss of a padded batch from the LM's last hidden states ``(B, T, H)``.
 
@@ -435,7 +443,7 @@ def ilql_loss(
     acts = find_actions(agent_mask)
     h = hidden[acts.row, acts.state_pos]
     taken = input_ids[acts.row, acts.pos]
-    hq = h.to(heads.dtype)
+    hq = (h.detach() if detach_heads else h).to(heads.dtype)  # detached: the LM learns from L_NLL only
     basis = lm_head.weight
 
     v = heads.values(hq)
@@ -501,6 +509,7 @@ class ILQLModel(nn.Module):
             "cql_weight": config.cql_weight,
             "cql_top_k": config.cql_top_k,
             "bootstrap": config.bootstrap,
+            "detach_heads": config.detach_heads,
             "nll_weight": config.nll_weight,
         }
 
