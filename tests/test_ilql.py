@@ -293,6 +293,21 @@ def test_detached_heads_leave_the_body_to_the_imitation_loss(kind):
 # ------------------------------------------------------------------------------ learning, tabular
 
 
+def _fit(hidden, ids, agent_mask, rewards, dones, heads, lm_head, steps, **kwargs):
+    """Minimise the ILQL loss on fixed (tabular) states with Adam, syncing the targets at rate 0.1."""
+    params = [*heads.q_heads.parameters(), *heads.v_head.parameters(), *lm_head.parameters()]
+    opt = torch.optim.Adam(params, lr=1e-2)
+    for _ in range(steps):
+        loss, _ = ilql_loss(
+            hidden, ids, agent_mask, rewards, dones, heads=heads, lm_head=lm_head,
+            gamma=0.99, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0, **kwargs,
+        )  # fmt: skip
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        heads.sync_targets(0.1)
+
+
 @pytest.mark.parametrize(
     "kind,cql_top_k,bootstrap",
     [
@@ -323,18 +338,9 @@ def test_losses_learn_the_right_values_on_a_tabular_toy(kind, cql_top_k, bootstr
     hidden = torch.nn.functional.one_hot(prefix, 20).float()  # one state per distinct prefix
 
     heads, lm_head = ILQLHeads(20, 5, q_head=kind), torch.nn.Linear(20, 5, bias=False)
-    params = [*heads.q_heads.parameters(), *heads.v_head.parameters(), *lm_head.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-2)
-    for _ in range(600):
-        loss, _ = ilql_loss(
-            hidden, ids, agent_mask, rewards, dones, heads=heads, lm_head=lm_head,
-            gamma=0.99, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0, cql_top_k=cql_top_k,
-            bootstrap=bootstrap,
-        )  # fmt: skip
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        heads.sync_targets(0.1)
+    _fit(
+        hidden, ids, agent_mask, rewards, dones, heads, lm_head, 600, cql_top_k=cql_top_k, bootstrap=bootstrap
+    )
     with torch.no_grad():
         s0 = hidden[0, 2:3]
         q = heads.target_q(s0, lm_head.weight)[0]
@@ -364,17 +370,7 @@ def test_turn_bootstrapping_carries_the_reward_across_long_utterances():
     rewards[0, -1], dones[0, -1] = 1.0, 1.0
     hidden = torch.nn.functional.one_hot(torch.arange(n)[None], n).float()
     heads, lm_head = ILQLHeads(n, 3), torch.nn.Linear(n, 3, bias=False)
-    params = [*heads.q_heads.parameters(), *heads.v_head.parameters(), *lm_head.parameters()]
-    opt = torch.optim.Adam(params, lr=1e-2)
-    for _ in range(200):
-        loss, _ = ilql_loss(
-            hidden, ids, agent_mask, rewards, dones, heads=heads, lm_head=lm_head,
-            gamma=0.99, token_gamma=1.0, tau=0.7, cql_weight=0.1, nll_weight=1.0, bootstrap="turn",
-        )  # fmt: skip
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        heads.sync_targets(0.1)
+    _fit(hidden, ids, agent_mask, rewards, dones, heads, lm_head, 200, bootstrap="turn")
     with torch.no_grad():
         assert heads.values(hidden[0, 1:2]).item() == pytest.approx(0.99, abs=0.1)
         assert heads.values(hidden[0, 11:12]).item() == pytest.approx(1.0, abs=0.1)
