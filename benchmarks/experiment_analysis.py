@@ -198,9 +198,9 @@ def _corr(x: list[float], y: list[float]) -> float:
 
 def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
     """Read an ILQL checkpoint's heads on ``n`` dev dialogues of ``data``: V where a turn starts
-    (and how well it follows the data's return from there) vs inside
-    a turn, and inside a turn the advantage of the data's next token vs of ending the
-    turn, and how often ending the turn would win the shifted top-k choice."""
+    (and how well it follows the data's return from there) vs inside a turn, and inside a turn
+    the advantage of the data's next token vs of ending the turn, and how often ending the turn
+    would win the shifted top-k choice."""
     import torch
 
     from dialogue_gym.algos.checkpoint import read_meta

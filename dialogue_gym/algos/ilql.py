@@ -82,7 +82,7 @@ class ILQLConfig(TrainingArguments):
             turn starts (an n-step target through the rest of the utterance; ours, not the
             paper's): a turn's reward then reaches the previous turn's tokens in one update instead
             of one token per update, each through the lagging target heads.
-        detach_heads: False, the value losses train the LM body too (the paper, trlx). True stops
+        detach_heads: False, the value losses train the LM body too (as in trlx). True stops
             their gradient at the heads' input, so the body (and with it the behaviour policy)
             learns from the imitation loss alone, as BC's does, and the heads read its features
             (ours, not the paper's).
