@@ -29,7 +29,7 @@ import shlex
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
-from statistics import fmean
+from statistics import StatisticsError, correlation, fmean
 from typing import Any
 
 import dialogue_gym  # noqa: F401
@@ -186,14 +186,13 @@ def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, see
 
 
 def _corr(x: list[float], y: list[float]) -> float:
-    """Pearson correlation (0 where either side is constant)."""
-    import numpy as np
-
+    """Pearson correlation (the standard library's), 0 where either side is constant."""
     if len(x) != len(y):
         raise ValueError(f"{len(x)} values against {len(y)} returns: the turn starts do not line up")
-    if len(x) < 2 or np.std(x) == 0 or np.std(y) == 0:
+    try:
+        return correlation(x, y)
+    except StatisticsError:  # fewer than two points, or a constant side
         return 0.0
-    return float(np.corrcoef(x, y)[0, 1])
 
 
 def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
