@@ -12,6 +12,9 @@ Reads what ``benchmarks/experiment.py`` left in ``OUT`` and writes ``OUT/eval/an
 3. Optionally, **an ILQL inference sweep** (``--sweep PATH``): the checkpoint played at several
    ``beta`` values on *dev* personas (tuning on the test personas would leak), to tell a Q function
    that carries no usable signal (flat in beta) from one that is under-weighted (rising in beta).
+4. Optionally, **a heads probe** (``--probe PATH``) and **a learning curve** (``--curve RUN``: every
+   ``checkpoint-N`` of one ILQL run probed and played at ``--betas`` on dev personas), to see
+   whether the value heads learn the data's return as training goes on.
 
 Run::
 
@@ -143,24 +146,23 @@ def behaviour_section(rows: list[dict[str, Any]], env_id: str, personas: str = "
     return [*lines, ""]
 
 
-def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, seed: int) -> list[str]:
-    """Play the ILQL checkpoint at each beta on dev personas through the leaderboard runner."""
+def _play_dev(
+    players: list[tuple[str, Path, float]], top_k: int, episodes: int, seed: int
+) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
+    """Play each ``(name, ILQL checkpoint, beta)`` on dev personas through the leaderboard runner
+    (results kept, so a rerun resumes); returns the cells by name, the rows and the env id."""
     from dialogue_gym.agents.configs import config_from_dict
     from dialogue_gym.algos.checkpoint import read_meta
     from dialogue_gym.leaderboard.report import build_report
     from dialogue_gym.leaderboard.runner import Settings, play
 
-    env_id = read_meta(path, "ilql")["env_id"]
+    first = players[0][1]
+    env_id = read_meta(first, "ilql")["env_id"]
     agents = [
         config_from_dict(
-            {
-                "name": f"ilql beta={b:g}",
-                "kind": "checkpoint",
-                "path": str(path),
-                "kwargs": {"beta": b, "top_k": top_k},
-            }
+            {"name": name, "kind": "checkpoint", "path": str(path), "kwargs": {"beta": b, "top_k": top_k}}
         )
-        for b in betas
+        for name, path, b in players
     ]
     settings = Settings(
         agents=agents,
@@ -168,17 +170,24 @@ def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, see
         episodes=episodes,
         seed=seed,
         persona_split="dev",
-        out_dir=path.parent.parent / "eval-dev",
+        out_dir=first.parent.parent / "eval-dev",
     )
     _, rows = play(settings)
     cells = {c.agent: c for s in build_report(rows).sections for t in s.envs for c in t.cells}
+    return cells, rows, env_id
+
+
+def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, seed: int) -> list[str]:
+    """Play the ILQL checkpoint at each beta on dev personas through the leaderboard runner."""
+    players = [(f"ilql beta={b:g}", path, b) for b in betas]
+    cells, rows, env_id = _play_dev(players, top_k, episodes, seed)
     lines = [
         f"### ILQL inference sweep: `{path}` on {episodes} dev personas of {env_id}",
         "",
         "| agent | return | 95% CI |",
         "|---|---|---|",
     ]
-    for name in [a.name for a in agents] + ["naive", "oracle"]:
+    for name in [name for name, _, _ in players] + ["naive", "oracle"]:
         if name in cells:
             r = cells[name].ret
             lines.append(f"| {name} | {r.mean:.3f} | [{r.lo:.3f}, {r.hi:.3f}] |")
@@ -195,7 +204,7 @@ def _corr(x: list[float], y: list[float]) -> float:
         return 0.0
 
 
-def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
+def probe_heads(path: Path, data: Path, n: int, top_k: int) -> dict[str, Any]:
     """Read an ILQL checkpoint's heads on ``n`` dev dialogues of ``data``: V where a turn starts
     (and how well it follows the data's return from there) vs inside a turn, and inside a turn
     the advantage of the data's next token vs of ending the turn, and how often ending the turn
@@ -243,21 +252,76 @@ def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
             for beta in wins:
                 shifted = (logits[inside] + beta * adv[inside]).masked_fill(logits[inside] < kth, -1e9)
                 wins[beta] += int((shifted.argmax(-1) == eot).sum())
+    return {
+        "dialogues": len(records),
+        "v_start": fmean(v_start),
+        "n_start": len(v_start),
+        "v_mid": fmean(v_mid),
+        "n_mid": len(v_mid),
+        "to_go": fmean(to_go),
+        "corr": _corr(v_start, to_go),
+        "a_taken": fmean(a_taken),
+        "a_eot": fmean(a_eot),
+        "eot_wins": {b: w / len(a_eot) for b, w in wins.items()},
+    }
+
+
+def probe_section(path: Path, data: Path, n: int, top_k: int) -> list[str]:
+    """:func:`probe_heads` as a report section."""
+    f = probe_heads(path, data, n, top_k)
     return [
-        f"### ILQL heads probe: `{path}` on {len(records)} dev dialogues of `{data}`",
+        f"### ILQL heads probe: `{path}` on {f['dialogues']} dev dialogues of `{data}`",
         "",
-        f"- V at turn starts {fmean(v_start):.3f} (n={len(v_start)}), inside turns {fmean(v_mid):.3f} "
-        f"(n={len(v_mid)}); the data's return from a turn start on {fmean(to_go):.3f}, its correlation "
-        f"with V there {_corr(v_start, to_go):.2f}.",
-        f"- Inside turns, advantage Q - V of the data's next token {fmean(a_taken):.3f}, of ending the "
-        f"turn there {fmean(a_eot):.3f}.",
+        f"- V at turn starts {f['v_start']:.3f} (n={f['n_start']}), inside turns {f['v_mid']:.3f} "
+        f"(n={f['n_mid']}); the data's return from a turn start on {f['to_go']:.3f}, its correlation "
+        f"with V there {f['corr']:.2f}.",
+        f"- Inside turns, advantage Q - V of the data's next token {f['a_taken']:.3f}, of ending the "
+        f"turn there {f['a_eot']:.3f}.",
         *(
-            f"- Ending the turn wins the shifted top-{top_k} choice at beta={b:g} in "
-            f"{wins[b] / len(a_eot):.0%} of mid-utterance states."
-            for b in wins
+            f"- Ending the turn wins the shifted top-{top_k} choice at beta={b:g} in {share:.0%} of "
+            "mid-utterance states."
+            for b, share in f["eot_wins"].items()
         ),
         "",
     ]
+
+
+def curve_section(
+    run: Path, data: Path, betas: list[float], episodes: int, top_k: int, seed: int, n: int
+) -> list[str]:
+    """A learning curve from one ILQL run: each Trainer checkpoint (``checkpoint-N``, in step
+    order) probed as :func:`probe_heads` does and played at each beta on the same dev personas.
+    With ``detach_heads`` the body is trained by imitation alone, so beta 0 is BC at that step."""
+
+    def step(path: Path) -> int:
+        return int(path.name.rpartition("-")[2])
+
+    ckpts = sorted((c for c in run.glob("checkpoint-*") if c.name.rpartition("-")[2].isdigit()), key=step)
+    if not ckpts:
+        raise SystemExit(f"--curve: no checkpoint-N directories in {run}")
+    players = [(f"{c.name} beta={b:g}", c, b) for c in ckpts for b in betas]
+    cells, _, env_id = _play_dev(players, top_k, episodes, seed)
+    head = " | ".join(f"return at beta={b:g} [95% CI]" for b in betas)
+    lines = [
+        f"### ILQL learning curve: `{run}`, {episodes} dev personas of {env_id} per cell, heads probed "
+        f"on {n} dev dialogues of `{data}`",
+        "",
+        f"| step | V at turn starts | corr. with return to go | A(data token) | A(end turn) | {head} |",
+        "|---" * (5 + len(betas)) + "|",
+    ]
+    for c in ckpts:
+        f = probe_heads(c, data, n, top_k)
+        rets = [cells[f"{c.name} beta={b:g}"].ret for b in betas]
+        figures = [
+            str(step(c)),
+            f"{f['v_start']:.2f} (data {f['to_go']:.2f})",
+            f"{f['corr']:.2f}",
+            f"{f['a_taken']:.3f}",
+            f"{f['a_eot']:.3f}",
+            *(f"{r.mean:.3f} [{r.lo:.3f}, {r.hi:.3f}]" for r in rets),
+        ]
+        lines.append("| " + " | ".join(figures) + " |")
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -273,6 +337,9 @@ def main() -> None:
     p.add_argument("--probe", type=Path, help="an ILQL checkpoint whose heads to read on dev dialogues")
     p.add_argument("--probe-data", type=Path, help="the dataset for --probe (its env's imagined.jsonl)")
     p.add_argument("--probe-dialogues", type=int, default=50)
+    p.add_argument(
+        "--curve", type=Path, help="an ILQL run dir: probe and play (--betas, dev) each checkpoint-N in it"
+    )
     args = p.parse_args()
 
     envs = args.envs or sorted(d.name for d in args.out.iterdir() if (d / "imagined.jsonl").is_file())
@@ -288,6 +355,10 @@ def main() -> None:
     if args.probe:
         data = args.probe_data or args.probe.parent / "imagined.jsonl"
         lines += probe_section(args.probe, data, args.probe_dialogues, args.top_k)
+    if args.curve:
+        data = args.probe_data or args.curve.parent / "imagined.jsonl"
+        n = args.probe_dialogues
+        lines += curve_section(args.curve, data, args.betas, args.episodes, args.top_k, args.seed, n)
     target = args.out / "eval" / "analysis.md"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text("\n".join(lines), encoding="utf-8")

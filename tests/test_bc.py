@@ -108,6 +108,30 @@ def test_resume_from_a_trainer_checkpoint_gives_the_same_model(tmp_path, dataset
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
 
+def test_a_trainer_checkpoint_of_an_unfinished_run_is_an_agent(tmp_path, dataset):
+    """checkpoint-N of a run that never finished loads as the agent of step N: the weights the
+    trainer held at step N, the run's config in its metadata, playable in an env."""
+    from dialogue_gym.algos.checkpoint import CheckpointError
+    from dialogue_gym.algos.checkpoint import load_agent as load_any
+    from dialogue_gym.evaluation import run_episode
+
+    trainer, _ = build_trainer(config(tmp_path, dataset, max_length=256, per_device_train_batch_size=1))
+    trainer.add_callback(_StopAt(2))
+    trainer.train()
+    with pytest.raises(CheckpointError, match="or load a checkpoint-N"):
+        load_any(tmp_path / "out")  # no finished agent
+    ckpt = tmp_path / "out" / "checkpoint-2"
+    meta = read_meta(ckpt, expect_algo="bc")
+    assert meta["env_id"] == ENV and meta["config"]["max_steps"] == 4
+    agent = load_any(ckpt, max_new_tokens=8)
+    assert isinstance(agent, LMAgent) and agent.name == "bc:checkpoint-2"
+    for (name, p), (_, q) in zip(
+        trainer.model.named_parameters(), agent.model.named_parameters(), strict=True
+    ):
+        torch.testing.assert_close(p.detach().cpu(), q.cpu(), msg=name)
+    assert run_episode(gym.make(ENV), agent, 0).turns >= 1
+
+
 def test_filtered_bc_trains_on_the_best_dialogues(tmp_path, dataset):
     records = load_records(dataset)
     trainer, _ = build_trainer(config(tmp_path, dataset, top_fraction=0.5))

@@ -519,6 +519,28 @@ def test_checkpoint_round_trip(toy_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_trainer_checkpoint_is_an_ilql_agent(toy_data, tmp_path):
+    """checkpoint-N loads as the ILQL agent of step N: its target heads from the Trainer's heads
+    file (the online Q heads left out), deciding as the finished agent of the same step does."""
+    from safetensors.torch import load_file
+
+    from dialogue_gym.algos.checkpoint import load_agent as load_any
+    from dialogue_gym.algos.ilql import HEADS_FILE, inference_state, load_agent, train
+
+    out = train(_config(toy_data, tmp_path / "run", max_steps=2, save_steps=2))
+    ckpt = out / "checkpoint-2"
+    agent = load_any(ckpt, beta=2.0)
+    assert agent.name == "ilql:checkpoint-2"
+    trainer_heads = load_file(str(ckpt / HEADS_FILE))
+    got = inference_state(agent.logits_processor.heads)
+    assert set(got) == {k for k in trainer_heads if not k.startswith("q_heads.")}
+    for k, v in got.items():
+        assert torch.equal(v, trainer_heads[k]), k
+    batch = [PROMPT, [*PROMPT, {"role": "assistant", "content": A}, {"role": "user", "content": "Okay."}]]
+    assert agent.act_batch(batch) == load_agent(out, beta=2.0).act_batch(batch)
+
+
+@pytest.mark.slow
 def test_training_resumes_from_a_trainer_checkpoint(toy_data, tmp_path):
     """A run resumed from its step-2 checkpoint runs only steps 3-4 and ends where the uninterrupted
     run ends (LM, heads, target heads, optimizer state and data order all restored)."""

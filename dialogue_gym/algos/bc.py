@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F  # noqa: N812
 from transformers import Trainer, TrainerCallback, TrainingArguments
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from dialogue_gym.agents.base import Agent
 from dialogue_gym.agents.lm import LMAgent, evaluate_batched
-from dialogue_gym.algos.checkpoint import read_meta, save_checkpoint
+from dialogue_gym.algos.checkpoint import agent_meta, read_meta, save_checkpoint, write_meta
 from dialogue_gym.algos.data import DialogueCollator, DialogueDataset, load_training_records, top_fraction
 from dialogue_gym.algos.models import agent_logits, load_base_model
 
@@ -111,6 +111,23 @@ class BCTrainer(Trainer):
         return (loss, {"logits": logits}) if return_outputs else loss
 
 
+class AgentMetaCallback(TrainerCallback):
+    """Makes every Trainer checkpoint an agent directory: on each save it writes the agent metadata
+    (``dialogue_gym_agent.json``) into ``OUT/checkpoint-N``, beside the weights and tokenizer the
+    Trainer put there, so ``dialogue-gym eval --agent OUT/checkpoint-N`` plays the model of step N.
+    ``extra_state`` names the checkpoint's own file of extra tensors (ILQL's heads)."""
+
+    def __init__(
+        self, algo: str, config: TrainingArguments, env_id: str, extra_state: str | None = None
+    ) -> None:
+        self.meta = agent_meta(algo=algo, config=config, env_id=env_id, extra_state=extra_state)
+
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if state.is_world_process_zero and folder.is_dir():
+            write_meta(folder, self.meta)
+
+
 class EnvEvalCallback(TrainerCallback):
     """Plays ``episodes`` dev-split episodes every ``every`` steps and logs the mean return
     (``eval_return``, ``eval_success``) through the trainer, so they land in TensorBoard.
@@ -169,6 +186,7 @@ def build_trainer(config: BCConfig) -> tuple[BCTrainer, str]:
         records = top_fraction(records, config.top_fraction)
     model, tokenizer = load_base_model(config.model, dtype=config.dtype, seed=config.seed)
     trainer = BCTrainer(model, config, DialogueDataset(records, tokenizer, config.max_length), tokenizer)
+    trainer.add_callback(AgentMetaCallback(config.algo, config, env_id))
     if config.eval_every:
         trainer.add_callback(
             EnvEvalCallback(

@@ -6,6 +6,11 @@ hashes, the package version) and, if the algorithm has more than a language mode
 heads), ``extra_state.safetensors``. :func:`load_agent` reads the JSON and hands the directory to
 the algorithm's own loader, named in :data:`LOADERS` by import string so that loading one kind
 of agent imports nothing of the others.
+
+Each Trainer checkpoint of a run (``OUT/checkpoint-N``) is an agent directory too: the trainers
+write the same JSON into it when they save (:class:`~dialogue_gym.algos.bc.AgentMetaCallback`),
+naming the Trainer's own heads file as the extra state, so the model as it was at step N loads
+and plays like the finished one (learning curves from one run).
 """
 
 from __future__ import annotations
@@ -57,6 +62,36 @@ def config_dict(config: Any) -> dict[str, Any]:
     return json.loads(json.dumps(data, default=str))
 
 
+def agent_meta(
+    *, algo: str, config: Any, env_id: str | None, extra_state: str | None = None
+) -> dict[str, Any]:
+    """The contents of ``dialogue_gym_agent.json`` for an agent trained with ``config``;
+    ``extra_state`` names the file of its extra tensors, if any.
+
+    The dataset files named in ``config.data`` are hashed; a missing file is recorded as such.
+    """
+    from dialogue_gym.datagen.records import package_version
+
+    if algo not in LOADERS:
+        raise ValueError(f"unknown algorithm {algo!r}; known: {sorted(LOADERS)}")
+    cfg = config_dict(config)
+    data = [str(p) for p in cfg.get("data") or []]
+    return {
+        "algo": algo,
+        "env_id": env_id,
+        "base_model": cfg.get("model"),
+        "config": cfg,
+        "datasets": [{"path": p, "sha256": file_sha256(p) if Path(p).is_file() else None} for p in data],
+        "package_version": package_version(),
+        "extra_state": extra_state,
+    }
+
+
+def write_meta(out_dir: str | Path, meta: Mapping[str, Any]) -> None:
+    """Write ``meta`` (from :func:`agent_meta`) as the directory's ``dialogue_gym_agent.json``."""
+    (Path(out_dir) / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
 def save_checkpoint(
     out_dir: str | Path,
     *,
@@ -67,35 +102,19 @@ def save_checkpoint(
     env_id: str | None,
     extra_state: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write an agent directory (see the module docstring); returns its path.
-
-    The dataset files named in ``config.data`` are hashed; a missing file is recorded as such.
-    """
+    """Write an agent directory (see the module docstring); returns its path."""
     from safetensors.torch import save_file
 
-    from dialogue_gym.datagen.records import package_version
-
-    if algo not in LOADERS:
-        raise ValueError(f"unknown algorithm {algo!r}; known: {sorted(LOADERS)}")
+    extra = EXTRA_FILE if extra_state else None
+    meta = agent_meta(algo=algo, config=config, env_id=env_id, extra_state=extra)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    cfg = config_dict(config)
-    data = [str(p) for p in cfg.get("data") or []]
-    meta = {
-        "algo": algo,
-        "env_id": env_id,
-        "base_model": cfg.get("model"),
-        "config": cfg,
-        "datasets": [{"path": p, "sha256": file_sha256(p) if Path(p).is_file() else None} for p in data],
-        "package_version": package_version(),
-        "extra_state": EXTRA_FILE if extra_state else None,
-    }
     if extra_state:
         tensors = {k: v.detach().contiguous().cpu() for k, v in extra_state.items()}
         save_file(tensors, str(out / EXTRA_FILE))
-    (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    write_meta(out, meta)
     return out
 
 
@@ -108,9 +127,12 @@ def read_meta(path: str | Path, expect_algo: str | tuple[str, ...] | None = None
     if not meta_path.is_file():
         hint = ""
         if any(path.glob("checkpoint-*")):
-            hint = " (it holds Trainer checkpoints: the run did not finish; resume it to get the agent)"
+            hint = " (it holds Trainer checkpoints: the run did not finish; resume it or load a checkpoint-N)"
         elif (path / "trainer_state.json").is_file():
-            hint = " (a Trainer checkpoint: resume training from it, or load the finished run's directory)"
+            hint = (
+                " (a Trainer checkpoint saved without agent metadata: resume training from it,"
+                " or load the finished run's directory)"
+            )
         raise CheckpointError(f"{path} is not a dialogue-gym agent checkpoint: no {META_FILE}{hint}")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
@@ -125,11 +147,13 @@ def read_meta(path: str | Path, expect_algo: str | tuple[str, ...] | None = None
     return meta
 
 
-def load_extra_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The extra tensors saved with an agent (empty if it has none)."""
+def load_extra_state(path: str | Path, name: str = EXTRA_FILE) -> dict[str, torch.Tensor]:
+    """The extra tensors saved with an agent in file ``name`` (empty if it has none)."""
     from safetensors.torch import load_file
 
-    file = Path(path) / EXTRA_FILE
+    if Path(name).name != name:
+        raise CheckpointError(f"{path}: extra state file must be a plain file name, got {name!r}")
+    file = Path(path) / name
     return load_file(str(file)) if file.is_file() else {}
 
 

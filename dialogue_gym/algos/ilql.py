@@ -728,7 +728,7 @@ def ilql_agent(
 
 def build_trainer(config: ILQLConfig) -> tuple[ILQLTrainer, str]:
     """The trainer for ``config`` (records encoded, base model loaded, heads fresh) and the env id."""
-    from dialogue_gym.algos.bc import EnvEvalCallback
+    from dialogue_gym.algos.bc import AgentMetaCallback, EnvEvalCallback
     from dialogue_gym.algos.data import DialogueCollator, DialogueDataset, load_training_records
     from dialogue_gym.algos.models import load_base_model
 
@@ -744,6 +744,7 @@ def build_trainer(config: ILQLConfig) -> tuple[ILQLTrainer, str]:
         data_collator=DialogueCollator(tokenizer.pad_token_id),
         processing_class=tokenizer,
     )
+    trainer.add_callback(AgentMetaCallback("ilql", config, env_id, extra_state=HEADS_FILE))
     if config.eval_every:
         trainer.add_callback(
             EnvEvalCallback(
@@ -803,13 +804,15 @@ def load_agent(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from dialogue_gym.algos.checkpoint import load_extra_state, read_meta
+    from dialogue_gym.algos.checkpoint import EXTRA_FILE, load_extra_state, read_meta
     from dialogue_gym.algos.models import resolve_dtype
 
     meta = read_meta(path, expect_algo="ilql")
-    state = load_extra_state(path)
+    heads_file = meta.get("extra_state") or EXTRA_FILE  # a Trainer checkpoint names its HEADS_FILE
+    # a Trainer checkpoint's heads file also holds the online Q heads, which only train
+    state = {k: v for k, v in load_extra_state(path, heads_file).items() if not k.startswith("q_heads.")}
     if not state:
-        raise ValueError(f"{path}: an ILQL checkpoint without its heads (no extra_state.safetensors)")
+        raise ValueError(f"{path}: an ILQL checkpoint without its heads (no {heads_file})")
     cfg = meta.get("config") or {}
     tokenizer = AutoTokenizer.from_pretrained(path)
     lm = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
