@@ -405,16 +405,17 @@ def _eval_agent(
     temperature: float | None,
     max_new_tokens: int | None,
     repetition_penalty: float | None = None,
+    beta: float | None = None,
 ):
     """The agent named by ``--agent``: a checkpoint directory, reference:<level> or prompted:<model>."""
     from pathlib import Path
 
     kind, _, name = spec.partition(":")
-    if repetition_penalty is not None and kind in ("reference", "prompted") and name:
-        raise click.BadParameter(
-            "--repetition-penalty applies to trained agents (checkpoint directories) only",
-            param_hint="--repetition-penalty",
-        )
+    for hint, value in (("--repetition-penalty", repetition_penalty), ("--beta", beta)):
+        if value is not None and kind in ("reference", "prompted") and name:
+            raise click.BadParameter(
+                f"{hint} applies to trained agents (checkpoint directories) only", param_hint=hint
+            )
     if kind == "reference" and name:
         try:
             return reference_agent(env_id, name)
@@ -434,10 +435,15 @@ def _eval_agent(
 
     try:
         meta = read_meta(spec, expect_algo=algo)
+        if beta is not None and meta["algo"] != "ilql":
+            raise click.BadParameter(
+                f"--beta applies to ILQL agents; {spec} is {meta['algo']!r}", param_hint="--beta"
+            )
         opts = {
             "temperature": temperature,
             "max_new_tokens": max_new_tokens,
             "repetition_penalty": repetition_penalty,
+            "beta": beta,
         }
         agent = load_agent(spec, **{k: v for k, v in opts.items() if v is not None})
     except CheckpointError as exc:
@@ -474,6 +480,13 @@ def _eval_agent(
     default=None,
     help="Trained agents: penalty on tokens already in the reply being written (1.0 = none).",
 )
+@click.option(
+    "--beta",
+    type=float,
+    default=None,
+    help="ILQL agents: weight of the advantage Q - V at decoding (0: the behaviour head alone) "
+    "[default: the checkpoint's].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def eval_cmd(
     agent_spec: str,
@@ -487,13 +500,14 @@ def eval_cmd(
     temperature: float | None,
     max_new_tokens: int | None,
     repetition_penalty: float | None,
+    beta: float | None,
     as_json: bool,
 ) -> None:
     """Play an agent for N seeded episodes and print its mean return with a 95% CI."""
     from dialogue_gym.agents.lm import evaluate_batched
 
     _check_env_id(env_id)
-    agent = _eval_agent(agent_spec, env_id, algo, temperature, max_new_tokens, repetition_penalty)
+    agent = _eval_agent(agent_spec, env_id, algo, temperature, max_new_tokens, repetition_penalty, beta)
     results = evaluate_batched(
         agent,
         env_id,

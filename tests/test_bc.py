@@ -228,6 +228,8 @@ def test_cli_errors(tmp_path, dataset, cli_agent):
         (["eval", "--agent", str(cli_agent), "--env", ENV, "--algo", "ilql"], "expected 'ilql'"),
         (["eval", "--agent", "reference:naive", "--env", ENV, "--repetition-penalty", "2"], "trained agents"),
         (["eval", "--agent", str(cli_agent), "--env", ENV, "--repetition-penalty", "0"], "range x>0"),
+        (["eval", "--agent", "reference:naive", "--env", ENV, "--beta", "2"], "trained agents"),
+        (["eval", "--agent", str(cli_agent), "--env", ENV, "--beta", "2"], "applies to ILQL agents"),
     ]
     for args, message in cases:
         result = runner.invoke(main, args)

@@ -538,6 +538,11 @@ def test_a_trainer_checkpoint_is_an_ilql_agent(toy_data, tmp_path):
         assert torch.equal(v, trainer_heads[k]), k
     batch = [PROMPT, [*PROMPT, {"role": "assistant", "content": A}, {"role": "user", "content": "Okay."}]]
     assert agent.act_batch(batch) == load_agent(out, beta=2.0).act_batch(batch)
+    # the command line's eval takes the checkpoint and its --beta
+    from dialogue_gym.cli import _eval_agent
+
+    played = _eval_agent(str(ckpt), "DialogueTeach-v0", None, None, None, None, beta=0.0)
+    assert played.logits_processor.beta == 0.0
 
 
 @pytest.mark.slow
