@@ -290,8 +290,9 @@ def curve_section(
     run: Path, data: Path, betas: list[float], episodes: int, top_k: int, seed: int, n: int
 ) -> list[str]:
     """A learning curve from one ILQL run: each Trainer checkpoint (``checkpoint-N``, in step
-    order) probed as :func:`probe_heads` does and played at each beta on the same dev personas.
-    With ``detach_heads`` the body is trained by imitation alone, so beta 0 is BC at that step."""
+    order) probed as :func:`probe_heads` does and played at each beta on the same dev personas
+    (``episodes`` 0: probed only). With ``detach_heads`` the body learns by imitation alone, so
+    beta 0 is close to BC at that step (the heads still share the gradient-norm clipping)."""
 
     def step(path: Path) -> int:
         return int(path.name.rpartition("-")[2])
@@ -299,14 +300,16 @@ def curve_section(
     ckpts = sorted((c for c in run.glob("checkpoint-*") if c.name.rpartition("-")[2].isdigit()), key=step)
     if not ckpts:
         raise SystemExit(f"--curve: no checkpoint-N directories in {run}")
+    betas = betas if episodes > 0 else []
     players = [(f"{c.name} beta={b:g}", c, b) for c in ckpts for b in betas]
-    cells, _, env_id = _play_dev(players, top_k, episodes, seed)
-    head = " | ".join(f"return at beta={b:g} [95% CI]" for b in betas)
+    cells, _, _ = _play_dev(players, top_k, episodes, seed) if players else ({}, [], None)
+    head = "".join(f" return at beta={b:g} [95% CI] |" for b in betas)
     lines = [
-        f"### ILQL learning curve: `{run}`, {episodes} dev personas of {env_id} per cell, heads probed "
-        f"on {n} dev dialogues of `{data}`",
+        f"### ILQL learning curve: `{run}`, "
+        + (f"{episodes} dev personas per cell, " if betas else "")
+        + f"heads probed on {n} dev dialogues of `{data}`",
         "",
-        f"| step | V at turn starts | corr. with return to go | A(data token) | A(end turn) | {head} |",
+        f"| step | V at turn starts | corr. with return to go | A(data token) | A(end turn) |{head}",
         "|---" * (5 + len(betas)) + "|",
     ]
     for c in ckpts:
