@@ -320,6 +320,26 @@ def test_per_env_paths_in_configs(tmp_path):
     assert ckpt.checkpoint_dir(TEACH) == Path("runs/DialogueTeach-v0/bc")
 
 
+def test_a_checkpoint_fingerprint_follows_the_agent_files_only(tmp_path):
+    """Retraining (a top-level file rewritten) changes the fingerprint; a new Trainer checkpoint
+    or log in a subdirectory of the run does not."""
+    import os
+
+    agent = tmp_path / TEACH / "bc"
+    agent.mkdir(parents=True)
+    (agent / "model.safetensors").write_bytes(b"v1")
+    cfg = config_from_dict({"kind": "checkpoint", "path": str(tmp_path / "{env_id}" / "bc")}, "y.yaml", "c")
+    first = cfg.fingerprint(TEACH)
+    (agent / "checkpoint-120").mkdir()
+    (agent / "checkpoint-120" / "dialogue_gym_agent.json").write_text("{}")
+    (agent / "runs").mkdir()
+    (agent / "runs" / "events.out").write_text("x")
+    assert cfg.fingerprint(TEACH) == first
+    (agent / "model.safetensors").write_bytes(b"v2")
+    os.utime(agent / "model.safetensors", ns=(1, 1))
+    assert cfg.fingerprint(TEACH) != first
+
+
 # --- playing: the same episodes as plain evaluation ---------------------------------------------
 def _settings(tmp_path, agents, envs=(TEACH,), **kw):
     return Settings(agents=agents, env_ids=list(envs), out_dir=tmp_path, **kw)

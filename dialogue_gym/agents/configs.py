@@ -103,16 +103,16 @@ class AgentConfig:
         return None
 
     def fingerprint(self, env_id: str) -> str | None:
-        """For checkpoints: a hash of the directory's file names, sizes and modification times, so
-        retraining into the same directory is not mistaken for the old agent. ``None`` otherwise."""
+        """For checkpoints: a hash of the names, sizes and modification times of the agent's files
+        (those directly in its directory), so retraining into the same directory is not mistaken
+        for the old agent. Subdirectories are left out: the run's Trainer checkpoints
+        (``checkpoint-N``, agents of their own) and TensorBoard logs do not change which agent
+        the directory holds. ``None`` for other kinds."""
         if self.kind != "checkpoint":
             return None
         root = self.checkpoint_dir(env_id)
-        entries = sorted(
-            (str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
-            for p in root.rglob("*")
-            if p.is_file()
-        )
+        files = [p for p in root.iterdir() if p.is_file()] if root.is_dir() else []
+        entries = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in files)
         return hashlib.sha256(canonical_json(entries).encode()).hexdigest()[:12]
 
     def build(self, env_id: str, *, max_chars: int | None = None) -> Agent:
