@@ -147,10 +147,11 @@ def behaviour_section(rows: list[dict[str, Any]], env_id: str, personas: str = "
 
 
 def _play_dev(
-    players: list[tuple[str, Path, float]], top_k: int, episodes: int, seed: int
+    players: list[tuple[str, Path, float]], top_k: int, episodes: int, seed: int, out_dir: Path
 ) -> tuple[dict[str, Any], list[dict[str, Any]], str]:
     """Play each ``(name, ILQL checkpoint, beta)`` on dev personas through the leaderboard runner
-    (results kept, so a rerun resumes); returns the cells by name, the rows and the env id."""
+    (results kept in ``out_dir``, so a rerun resumes); returns the cells by name, the rows and the
+    env id."""
     from dialogue_gym.agents.configs import config_from_dict
     from dialogue_gym.algos.checkpoint import read_meta
     from dialogue_gym.leaderboard.report import build_report
@@ -170,7 +171,7 @@ def _play_dev(
         episodes=episodes,
         seed=seed,
         persona_split="dev",
-        out_dir=first.parent.parent / "eval-dev",
+        out_dir=out_dir,
     )
     _, rows = play(settings)
     cells = {c.agent: c for s in build_report(rows).sections for t in s.envs for c in t.cells}
@@ -180,7 +181,7 @@ def _play_dev(
 def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, seed: int) -> list[str]:
     """Play the ILQL checkpoint at each beta on dev personas through the leaderboard runner."""
     players = [(f"ilql beta={b:g}", path, b) for b in betas]
-    cells, rows, env_id = _play_dev(players, top_k, episodes, seed)
+    cells, rows, env_id = _play_dev(players, top_k, episodes, seed, path.parent.parent / "eval-dev")
     lines = [
         f"### ILQL inference sweep: `{path}` on {episodes} dev personas of {env_id}",
         "",
@@ -302,7 +303,9 @@ def curve_section(
         raise SystemExit(f"--curve: no checkpoint-N directories in {run}")
     betas = betas if episodes > 0 else []
     players = [(f"{c.name} beta={b:g}", c, b) for c in ckpts for b in betas]
-    cells, _, _ = _play_dev(players, top_k, episodes, seed) if players else ({}, [], None)
+    cells: dict[str, Any] = {}
+    if players:  # the results go where --sweep's do: OUT/eval-dev
+        cells, _, _ = _play_dev(players, top_k, episodes, seed, run.parent.parent / "eval-dev")
     head = "".join(f" return at beta={b:g} [95% CI] |" for b in betas)
     lines = [
         f"### ILQL learning curve: `{run}`, "
