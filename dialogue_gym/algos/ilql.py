@@ -44,6 +44,7 @@ import copy
 import threading
 import weakref
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -688,9 +689,11 @@ class ILQLTrainer(Trainer):
 # ------------------------------------------------------------------------------ train and load
 
 
-def inference_state(heads: ILQLHeads) -> dict[str, Tensor]:
-    """The head tensors an agent needs: V and the target Q heads (the online Q heads only train)."""
-    return {k: v for k, v in heads.state_dict().items() if not k.startswith("q_heads.")}
+def inference_state(heads: ILQLHeads | Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The head tensors an agent needs, from the heads or a full state dict of them (a Trainer
+    checkpoint's heads file): V and the target Q heads (the online Q heads only train)."""
+    state = heads.state_dict() if isinstance(heads, nn.Module) else heads
+    return {k: v for k, v in state.items() if not k.startswith("q_heads.")}
 
 
 def heads_from_state(state: dict[str, Tensor]) -> ILQLHeads:
@@ -809,8 +812,7 @@ def load_agent(
 
     meta = read_meta(path, expect_algo="ilql")
     heads_file = meta.get("extra_state") or EXTRA_FILE  # a Trainer checkpoint names its HEADS_FILE
-    # a Trainer checkpoint's heads file also holds the online Q heads, which only train
-    state = {k: v for k, v in load_extra_state(path, heads_file).items() if not k.startswith("q_heads.")}
+    state = inference_state(load_extra_state(path, heads_file))  # that file has the online Q heads too
     if not state:
         raise ValueError(f"{path}: an ILQL checkpoint without its heads (no {heads_file})")
     cfg = meta.get("config") or {}
