@@ -178,10 +178,15 @@ def _play_dev(
     return cells, rows, env_id
 
 
+def dev_store(agent_dir: Path) -> Path:
+    """Where dev-persona results of an experiment's agent ``OUT/<env>/<name>`` are kept: OUT/eval-dev."""
+    return agent_dir.parent.parent / "eval-dev"
+
+
 def sweep_section(path: Path, betas: list[float], episodes: int, top_k: int, seed: int) -> list[str]:
     """Play the ILQL checkpoint at each beta on dev personas through the leaderboard runner."""
     players = [(f"ilql beta={b:g}", path, b) for b in betas]
-    cells, rows, env_id = _play_dev(players, top_k, episodes, seed, path.parent.parent / "eval-dev")
+    cells, rows, env_id = _play_dev(players, top_k, episodes, seed, dev_store(path))
     lines = [
         f"### ILQL inference sweep: `{path}` on {episodes} dev personas of {env_id}",
         "",
@@ -304,8 +309,8 @@ def curve_section(
     betas = betas if episodes > 0 else []
     players = [(f"{c.name} beta={b:g}", c, b) for c in ckpts for b in betas]
     cells: dict[str, Any] = {}
-    if players:  # the results go where --sweep's do: OUT/eval-dev
-        cells, _, _ = _play_dev(players, top_k, episodes, seed, run.parent.parent / "eval-dev")
+    if players:
+        cells, _, _ = _play_dev(players, top_k, episodes, seed, dev_store(run))
     head = "".join(f" return at beta={b:g} [95% CI] |" for b in betas)
     lines = [
         f"### ILQL learning curve: `{run}`, "
