@@ -301,9 +301,32 @@ TRICKY_CUES = {
     "odd": ["a(?:b|c)?d", "(?:x|y)(?:z|w)+", "(?:it|that)[|(]s", "(?: )?ok", "(?:e\\.g\\.|i\\.e\\.) this"],
     "same": ["hello there", "how"],  # matches another act's cue: the first one listed wins
 }
+# Cues that all expand into plain first characters, so the recognizer groups them into a
+# character trie several levels deep: prefixes of each other ("how", "how are you"; "tell",
+# "tell me", "tell me more"), optional groups, a quantifier inside ("what'?s up") and a cue listed
+# under two acts. Flat order decides every overlap, so any change of order in the trie shows.
+TRICKY_TRIE = {
+    "greet": ["hi", "hello( there)?", "(?:good )?(?:morning|evening)", "hey", "how are you"],
+    "ask": [
+        "(can|could) you (tell|show) me",
+        "(?:what|how) (?:is|are) (?:you|your)",
+        "how",
+        "(?=[hw])(?:how are you|what'?s up)",
+    ],
+    "tell": ["tell me (?:more|about)", "tell me", "tell"],
+    "topic": [
+        "the (?:key|main) idea",
+        "the key",
+        "think of (?:it|this)",
+        "thanks",
+        "that's (?:all|it)",
+        "that",
+    ],
+    "same": ["hello there", "how", "tell me more", "the main"],
+}
 WORDS = "hi hello there good morning evening hey can could you tell show me what how is are your "
 WORDS += "up more about $5 price costs 12 euros a the fee ad abd acd xz yww it|s that(s ok e.g. i.e. this "
-WORDS += "what's whats ?"
+WORDS += "what's whats ? key main idea think of thanks that's all"
 
 
 def flat_pattern(lexicon: Mapping[str, list[str]]) -> tuple[Any, list[str]]:
@@ -318,15 +341,15 @@ def flat_pattern(lexicon: Mapping[str, list[str]]) -> tuple[Any, list[str]]:
     return re.compile(r"\b" + guard + "(?:" + "|".join(branches) + r")\b"), [a for a, _ in cues]
 
 
-@pytest.mark.parametrize("card", [None, *BUILTIN.values()])
+@pytest.mark.parametrize("card", [None, "trie", *BUILTIN.values()])
 def test_cue_dispatch_matches_flat_alternation(card: str | None) -> None:
-    """The recognizer's first-character dispatch finds exactly the flat alternation's matches
-    (same spans, same acts) on random word salads and fuzz texts."""
+    """The recognizer's dispatch by first characters (a character trie) finds exactly the flat
+    alternation's matches (same spans, same acts) on random word salads and fuzz texts."""
     from dialogue_gym.core.cards import load_card
     from dialogue_gym.core.text import ActRecognizer
 
-    if card is None:
-        lexicon: dict[str, list[str]] = TRICKY_CUES
+    if card is None or card == "trie":
+        lexicon: dict[str, list[str]] = TRICKY_CUES if card is None else TRICKY_TRIE
         texts = []
     else:
         spec = load_card(card)
@@ -344,8 +367,8 @@ def test_cue_dispatch_matches_flat_alternation(card: str | None) -> None:
         want = [(m.span(), cue_act[int(m.lastgroup[1:])]) for m in flat.finditer(low)]
         got = [(m.span(), rec._group_act[m.lastindex]) for m in rec._pattern.finditer(low)]
         assert got == want, text
-    if card is None:  # the tricky lexicon is dispatched too, not just left flat
-        assert rec._pattern.groups > len(cue_act)
+    if card == "trie":  # dispatched by first character, and by the next ones where cues share them
+        assert "t(?:e(?:l(?:l(?:" in rec._pattern.pattern and "m(?:a(?:i(?:n(?:" in rec._pattern.pattern
 
 
 def test_unusual_cues_fall_back_to_the_flat_alternation() -> None:

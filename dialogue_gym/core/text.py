@@ -341,21 +341,52 @@ def _cue_alternation(cues: Sequence[tuple[int, str]]) -> tuple[str, list[int], s
     grouped by that character, each group keeping their order: ``a(?:...)|b(?:...)``. At any
     position only the group of the character there can match, and within it `re` tries the same
     alternatives in the same order as in the flat alternation, so the first match is the same.
+    Within a group the same is done again on the next character while its members expand that
+    way (a character trie: ``th(?:e key|ink of)`` reads ``th`` once for both cues).
     """
     flat = "|".join(f"(?:{c})(?P<c{n}>)" for n, (_, c) in enumerate(cues)), list(range(len(cues))), None
     if any(re.search(r"\\[1-9]|\(\?P|\(\?\(", c) for _, c in cues):  # backreferences, named groups
         return flat
-    groups: dict[str, list[str]] = {}
-    marker_cue: list[int] = []
+    entries: list[tuple[str, int]] = []
     for n, (_, cue) in enumerate(cues):
         alternatives = _literal_first(cue)
         if alternatives is None:
             return flat
-        for alt in alternatives:
-            groups.setdefault(alt[0], []).append(f"(?:{alt[1:]})(?P<c{len(marker_cue)}>)")
-            marker_cue.append(n)
-    alternation = "|".join(re.escape(ch) + "(?:" + "|".join(alts) + ")" for ch, alts in groups.items())
-    return alternation, marker_cue, set(groups)
+        entries += [(alt, n) for alt in alternatives]
+    marker_cue: list[int] = []
+    return _dispatch(entries, marker_cue), marker_cue, {alt[0] for alt, _ in entries}
+
+
+def _dispatch(entries: Sequence[tuple[str, int]], marker_cue: list[int], depth: int = 0) -> str:
+    """``entries`` ((alternative starting with a plain character, cue index), in order) as an
+    alternation grouped by first character, recursively; each leaf ends in a new marker group
+    ``c<m>``, and ``marker_cue[m]`` is its cue."""
+    groups: dict[str, list[tuple[str, int]]] = {}
+    for alt, n in entries:
+        groups.setdefault(alt[0], []).append((alt[1:], n))
+    out = []
+    for ch, members in groups.items():
+        expanded: list[tuple[str, int]] | None = None
+        if len(members) > 1 and depth < 64:
+            expanded = []
+            for rest, n in members:
+                alts = _literal_first(rest) if rest else None
+                if alts is None:
+                    expanded = None
+                    break
+                expanded += [(a, n) for a in alts]
+            if expanded is not None and len(expanded) > 2 * len(members) + 8:
+                expanded = None  # optional groups multiplying out: leave this group flat
+        if expanded is not None:
+            body = _dispatch(expanded, marker_cue, depth + 1)
+        else:
+            leaves = []
+            for rest, n in members:
+                leaves.append(f"(?:{rest})(?P<c{len(marker_cue)}>)")
+                marker_cue.append(n)
+            body = "|".join(leaves)
+        out.append(re.escape(ch) + "(?:" + body + ")")
+    return "|".join(out)
 
 
 def _literal_first(pattern: str, depth: int = 0) -> list[str] | None:
