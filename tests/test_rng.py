@@ -16,6 +16,26 @@ def test_the_fast_path_is_on_here():
     assert rng_module._FAST, "numpy's bounded draws changed: IntDraws fell back to rng.integers"
 
 
+def test_next_uint32_is_read_from_the_capsule_here():
+    """The quick lookup (the capsule's bitgen_t) is on, and gives ctypes' pointers per generator."""
+    assert rng_module._uint32_source is rng_module._capsule_source
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        bitgen, iface = rng_module._capsule_bitgen(rng), rng.bit_generator.ctypes
+        assert bitgen.state == iface.state_address
+
+
+@pytest.mark.parametrize("bit_generator", ["PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937"])
+def test_same_numbers_for_every_bit_generator(bit_generator):
+    make = getattr(np.random, bit_generator)
+    ours, theirs = np.random.Generator(make(11)), np.random.Generator(make(11))
+    draws = IntDraws(ours)
+    for i in range(2_000):
+        n = 2 + i % 50 if i % 9 else 2**32 - 1 - i
+        assert draws(n) == int(theirs.integers(n)), (i, n)
+    assert repr(ours.bit_generator.state) == repr(theirs.bit_generator.state)  # states hold arrays
+
+
 def test_same_numbers_and_state_as_numpy_on_a_mixed_stream():
     ours, theirs = np.random.default_rng(7), np.random.default_rng(7)
     draws = IntDraws(ours)
