@@ -79,7 +79,9 @@ class ScriptedHuman(SimulatedHuman):
     def say(self, key: str, **slots: Any) -> str:
         """One of the card's template variants for ``key``, chosen by the env's rng, filled with ``slots``."""
         variants = self.templates[key]
-        return variants[self.below(len(variants))].format(**slots)
+        text = variants[self.below(len(variants))]
+        # str.format() of a text without braces is the text: skip its call (most replies are fixed)
+        return text.format(**slots) if "{" in text or "}" in text else text
 
     @abstractmethod
     def start(self) -> str:

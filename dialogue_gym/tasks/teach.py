@@ -371,12 +371,6 @@ class ScriptedStudent(ScriptedHuman):
         twin.rng = np.random.default_rng(0)
         return twin
 
-    def say(self, key: str, **slots: Any) -> str:
-        """One of the card's template variants for ``key``, chosen by the env's rng, filled with ``slots``."""
-        variants = self.templates[key]
-        text = variants[self.below(len(variants))]
-        return text.format(**slots) if "{" in text or "}" in text else text
-
     # -- setup --
     def start(self) -> str:
         p = self.persona
