@@ -12,7 +12,7 @@ mixed stream; if numpy ever draws differently, every ``IntDraws`` falls back to
 Finding ``next_uint32`` through ``bit_generator.ctypes`` builds that interface anew for every
 generator (about 5 us, and every seeded reset makes a new generator). The same two pointers are
 read from the generator's ``capsule`` (numpy's ``bitgen_t`` struct, ``numpy/random/bitgen.h``)
-in under 1 us, once the capsule's reading has been checked at import to give the ``ctypes``
+in about 1 us, once the capsule's reading has been checked at import to give the ``ctypes``
 interface's pointers; otherwise the ``ctypes`` interface is used.
 """
 
