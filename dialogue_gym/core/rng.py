@@ -80,11 +80,12 @@ def _capsule_source(rng: np.random.Generator) -> Callable[[], int] | None:
     return functools.partial(fn, bitgen.state)
 
 
-def _capsule_reads_as_ctypes() -> bool:
-    """The capsule's ``bitgen_t`` holds the state address and ``next_uint32`` of the ``ctypes``
-    interface (checked before any function is called through it)."""
+def _capsule_reads_as_ctypes(rng: np.random.Generator | None = None) -> bool:
+    """The capsule's ``bitgen_t`` of ``rng`` (default: a new PCG64 generator) holds the state
+    address and ``next_uint32`` of its ``ctypes`` interface (checked before any function is called
+    through it)."""
     try:
-        rng = np.random.default_rng(0)
+        rng = rng if rng is not None else np.random.default_rng(0)
         bitgen, iface = _capsule_bitgen(rng), rng.bit_generator.ctypes
         fn = ctypes.cast(iface.next_uint32, ctypes.c_void_p).value
         return bitgen.state == iface.state_address and bitgen.next_uint32 == fn
