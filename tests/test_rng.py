@@ -21,7 +21,7 @@ def test_the_fast_path_is_on_here():
 def test_next_uint32_is_read_from_the_capsule_here():
     """The quick lookup (the capsule's bitgen_t) is on, and gives ctypes' state address and
     next_uint32 for each generator, of every bit generator type."""
-    assert rng_module._uint32_source is rng_module._capsule_source
+    assert rng_module._find_source is rng_module._capsule_source
     for name in BIT_GENERATORS:
         for seed in range(3):
             rng = np.random.Generator(getattr(np.random, name)(seed))
@@ -97,3 +97,32 @@ def test_a_deep_copied_env_does_not_draw_from_the_original(env_id):
     replay.reset(seed=5)
     replay.step(lines[0])
     assert env.step(lines[1]) == replay.step(lines[1])
+
+
+def test_drawers_of_one_generator_share_its_lookup_and_stream():
+    """A persona sampler and the human each draw through their own IntDraws of the episode's
+    generator: the second finds next_uint32 without looking it up again, and their draws,
+    interleaved, are numpy's."""
+    ours, theirs = np.random.default_rng(3), np.random.default_rng(3)
+    first, second = IntDraws(ours), IntDraws(ours)
+    assert first(5) == int(theirs.integers(5))
+    assert second._next32 is rng_module._UNRESOLVED
+    assert second(5) == int(theirs.integers(5))
+    assert second._next32 is first._next32
+    for i in range(500):
+        n = 2 + i % 13
+        assert (first if i % 2 else second)(n) == int(theirs.integers(n)), i
+    assert ours.bit_generator.state == theirs.bit_generator.state
+    other = IntDraws(np.random.default_rng(3))
+    other(5)
+    assert other._next32 is not first._next32  # a new generator gets its own state pointer
+
+
+def test_offset_draws_equal_numpy_two_bound_integers():
+    """``lo + draws(hi + 1 - lo)`` is ``rng.integers(lo, hi + 1)``: the samplers draw ranges so."""
+    ours, theirs = np.random.default_rng(9), np.random.default_rng(9)
+    draws = IntDraws(ours)
+    for i in range(5_000):
+        lo, hi = i % 7, i % 7 + i % 11
+        assert lo + draws(hi + 1 - lo) == int(theirs.integers(lo, hi + 1)), (i, lo, hi)
+    assert ours.bit_generator.state == theirs.bit_generator.state

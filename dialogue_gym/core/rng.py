@@ -93,9 +93,23 @@ def _capsule_reads_as_ctypes(rng: np.random.Generator | None = None) -> bool:
         return False
 
 
-_uint32_source: Callable[[np.random.Generator], Callable[[], int] | None] = (
+_find_source: Callable[[np.random.Generator], Callable[[], int] | None] = (
     _capsule_source if _capsule_reads_as_ctypes() else _ctypes_source
 )
+# The last generator looked up and its next_uint32: a seeded reset draws the persona and then the
+# human's replies from one new generator, each through its own IntDraws, and looks it up once.
+_last: tuple[np.random.Generator | None, Callable[[], int] | None] = (None, None)
+
+
+def _uint32_source(rng: np.random.Generator) -> Callable[[], int] | None:
+    """``next_uint32`` of ``rng``'s bit generator, bound to its state (None if not exposed)."""
+    global _last
+    last = _last  # one read: another thread may replace it
+    if last[0] is rng:
+        return last[1]
+    source = _find_source(rng)
+    _last = (rng, source)
+    return source
 
 
 class IntDraws:

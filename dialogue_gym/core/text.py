@@ -262,9 +262,9 @@ class ActRecognizer:
         injection = _injection(low, tokset)
         repeat = False
         if n >= 3 and history:  # Jaccard similarity of the word sets to any earlier utterance
-            threshold, la = self.repeat_similarity, len(tokset)
+            threshold, la, known_sets = self.repeat_similarity, len(tokset), _WORD_SETS
             for h in history:
-                b = _wordset(h)
+                b = known_sets.get(h) or _wordset(h)  # earlier turns were analysed: usually known
                 lb = len(b)
                 if (la if la < lb else lb) < threshold * (lb if la < lb else la):
                     continue  # Jaccard <= min/max: no need to intersect
@@ -276,33 +276,41 @@ class ActRecognizer:
         group_act, finditer = self._group_act, self._pattern.finditer
         cues: dict[str, int] = {}
         credited: list[str] = []
+        total_hits = 0
         for sent in sents:
-            counts: dict[str, int] = {}
-            for m in finditer(sent):
-                act: str = group_act[m.lastindex]  # type: ignore[assignment,index]
-                counts[act] = counts.get(act, 0) + 1
-            if counts:
+            hits: list[str] = [group_act[m.lastindex] for m in finditer(sent)]  # type: ignore[index,misc]
+            if not hits:
+                continue
+            total_hits += len(hits)
+            if len(hits) == 1:  # the common case: one cue in the sentence
+                best = hits[0]
+                cues[best] = cues.get(best, 0) + 1
+            else:
+                counts: dict[str, int] = {}
+                for act in hits:
+                    counts[act] = counts.get(act, 0) + 1
                 for act, c in counts.items():
                     cues[act] = cues.get(act, 0) + c
                 best = max(counts, key=counts.__getitem__)  # most hits; ties: first in the sentence
-                if best not in credited:
-                    credited.append(best)
-        total_hits = sum(cues.values())
+            if best not in credited:
+                credited.append(best)
         stuffed = len(cues) >= self.stuffing_acts or (
             total_hits >= 4 and total_hits / max(n, 1) > self.stuffing_density
         )
         guarded = stuffed or gibberish or injection or repeat
+        # positional: Analysis(acts, cues, n_words, question, stuffed, gibberish, repeat, injection,
+        # sentence_texts, _sentence_words)
         return Analysis(
-            acts=() if guarded else tuple(credited[: self.max_acts]),
-            cues=cues,
-            n_words=n,
-            question="?" in text,
-            stuffed=stuffed,
-            gibberish=gibberish,
-            repeat=repeat,
-            injection=injection,
-            sentence_texts=sents,
-            _sentence_words=sentence_words,
+            () if guarded else tuple(credited[: self.max_acts]),
+            cues,
+            n,
+            "?" in text,
+            stuffed,
+            gibberish,
+            repeat,
+            injection,
+            sents,
+            sentence_words,
         )
 
 

@@ -55,6 +55,7 @@ from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError, load_card
 from dialogue_gym.core.env import DialogueEnv
 from dialogue_gym.core.human import HumanReply, Outcome, Question
+from dialogue_gym.core.rng import IntDraws
 from dialogue_gym.core.scripted import ScriptedHuman, recognizer_from_card
 from dialogue_gym.core.text import Analysis, words
 
@@ -98,8 +99,10 @@ def sample_counsel_persona(
     card's :func:`intensity_table`, built once by the caller (built here when not given).
     """
     spec = card["personas"]
+    # below(n) is int(rng.integers(n)), and lo + below(hi + 1 - lo) is rng.integers(lo, hi + 1)
+    below = IntDraws(rng)
     problems = list(card["problems"])
-    problem = problems[int(rng.integers(len(problems)))]
+    problem = problems[below(len(problems))]
     emotions = card["problems"][problem]["emotions"]
     levels, cdf = intensity or intensity_table(card)
     lo, hi = spec["openness"]
@@ -108,14 +111,14 @@ def sample_counsel_persona(
     p_lo, p_hi = spec["patience"]
     return {
         "problem": problem,
-        "story": int(rng.integers(len(card["problems"][problem]["surface"]))),
-        "emotion": str(emotions[int(rng.integers(len(emotions)))]),
+        "story": below(len(card["problems"][problem]["surface"])),
+        "emotion": str(emotions[below(len(emotions))]),
         "intensity": levels[bisect.bisect_right(cdf, rng.random())],
         "openness": round(float(rng.uniform(lo, hi)), 2),
         "advice": "practical" if rng.random() < float(spec["practical_share"]) else "listen",
-        "patience": int(rng.integers(p_lo, p_hi + 1)),
+        "patience": int(p_lo) + below(int(p_hi) + 1 - int(p_lo)),
         "risk": risk,
-        "risk_turn": int(rng.integers(r_lo, r_hi + 1)) if risk else 0,
+        "risk_turn": int(r_lo) + below(int(r_hi) + 1 - int(r_lo)) if risk else 0,
     }
 
 

@@ -52,6 +52,7 @@ from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError, load_card, require_keys
 from dialogue_gym.core.env import DialogueEnv
 from dialogue_gym.core.human import HumanReply, Outcome, Question
+from dialogue_gym.core.rng import IntDraws
 from dialogue_gym.core.scripted import ScriptedHuman, recognizer_from_card
 from dialogue_gym.core.text import _WORD, COMMON_WORDS, ActRecognizer, Analysis, sentences, words
 
@@ -220,7 +221,7 @@ class ConceptIndex:
 class CardIndex:
     """Everything derived from a card once: the act recognizer (with the catalogue's vocabulary),
     the define/simplify patterns, the per-concept matchers (compiled lazily), the reply slots of
-    each concept and the student model's numbers as floats."""
+    each concept, the student model's numbers as floats and the persona distribution's tables."""
 
     recognizer: ActRecognizer
     define: re.Pattern[str]
@@ -230,6 +231,7 @@ class CardIndex:
     slots: dict[str, dict[str, str]]
     model: Model
     instructions: dict[tuple[str, int], str]
+    persona: PersonaTables
 
     def concept_index(self, concept_id: str) -> ConceptIndex:
         """The matcher for ``concept_id``, compiled on first use."""
@@ -288,6 +290,7 @@ def card_index(card: Mapping[str, Any]) -> CardIndex:
         },
         model=Model(card["model"]),
         instructions={},
+        persona=persona_tables(card["persona"]),
     )
     if len(_CARD_INDEXES) >= 16:
         _CARD_INDEXES.pop(next(iter(_CARD_INDEXES)))
@@ -300,43 +303,70 @@ def _cue_pattern(cues: Sequence[str]) -> re.Pattern[str]:
 
 
 # --- persona sampling --------------------------------------------------------------------------
-def _choice(rng: np.random.Generator, probs: Mapping[Any, float]) -> Any:
-    """A key of ``probs`` drawn with its (unnormalised) weight; one uniform draw, no array work."""
-    return _pick(float(rng.random()), probs)
+class Weights:
+    """A ``{key: weight}`` distribution of the card read once: its keys with float weights, and
+    their total, so that each draw does only the subtractions."""
+
+    __slots__ = ("items", "total")
+
+    def __init__(self, probs: Mapping[Any, float]) -> None:
+        self.items = tuple((key, float(weight)) for key, weight in probs.items())
+        self.total = sum(float(v) for v in probs.values())
+
+    def pick(self, x: float) -> Any:
+        """The key that a uniform draw ``x`` in [0, 1) selects, in proportion to the weights."""
+        x *= self.total
+        for key, weight in self.items:
+            x -= weight
+            if x < 0:
+                return key
+        return key
 
 
-def _pick(x: float, probs: Mapping[Any, float]) -> Any:
-    """The key of ``probs`` that a uniform draw ``x`` in [0, 1) selects (as :func:`_choice` does)."""
-    x *= sum(float(v) for v in probs.values())
-    for key, weight in probs.items():
-        x -= float(weight)
-        if x < 0:
-            return key
-    return key
+@dataclass
+class PersonaTables:
+    """The card's persona distribution read once (see :func:`sample_student`)."""
+
+    background: Weights
+    style: Weights
+    patience: Weights
+    prior: dict[str, tuple[float, float]]
+    prereq_missing: dict[str, float]
+
+
+def persona_tables(dist: Mapping[str, Any]) -> PersonaTables:
+    """The tables of the card's ``persona`` section (validated by :meth:`TeachEnv.validate_card`)."""
+    return PersonaTables(
+        background=Weights(dist["background"]),
+        style=Weights(dist["style"]),
+        patience=Weights(dist["patience"]),
+        prior={level: (float(lo), float(hi)) for level, (lo, hi) in dist["prior"].items()},
+        prereq_missing={level: float(p) for level, p in dist["prereq_missing"].items()},
+    )
 
 
 def sample_student(card: Mapping[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """A student: the concept to learn, a background per domain, a style, patience, whether the
     concept's prerequisite is missing, and a prior understanding per key point."""
-    dist = card["persona"]
-    concept = card["concepts"][int(rng.integers(len(card["concepts"])))]
+    tables = card_index(card).persona
+    concept = card["concepts"][IntDraws(rng)(len(card["concepts"]))]  # int(rng.integers(n))
     domains, kps = card["domains"], concept["key_points"]
     # All the uniform draws at once: the same numbers, in the same order, as one rng.random() each
     # (background per domain, prior per key point, style, patience, prerequisite).
     draws = rng.random(len(domains) + len(kps) + 3).tolist()
-    background = {domain: str(_pick(draws[i], dist["background"])) for i, domain in enumerate(domains)}
+    pick = tables.background.pick
+    background = {domain: str(pick(x)) for domain, x in zip(domains, draws, strict=False)}  # draws: longer
     level = background[concept["domain"]]
-    low, high = dist["prior"][level]
+    low, high = tables.prior[level]
     rest = draws[len(domains) :]
-    prior = [float(high if x < 0.5 else low) for x in rest[: len(kps)]]
     style, patience, prereq = rest[len(kps) :]
     return {
         "concept": concept["id"],
         "background": background,
-        "style": str(_pick(style, dist["style"])),
-        "patience": int(_pick(patience, dist["patience"])),
-        "prereq_missing": bool(prereq < float(dist["prereq_missing"][level])),
-        "prior": prior,
+        "style": str(tables.style.pick(style)),
+        "patience": int(tables.patience.pick(patience)),
+        "prereq_missing": prereq < tables.prereq_missing[level],
+        "prior": [high if x < 0.5 else low for x in rest[: len(kps)]],
     }
 
 
