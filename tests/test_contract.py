@@ -169,3 +169,31 @@ def test_reward_is_float_and_finite(env_id):
     env.reset(seed=5)
     _, r, *_ = env.step("Hello!")
     assert isinstance(r, float) and np.isfinite(r)
+
+
+def test_persona_id_is_the_hash_of_the_sorted_json():
+    """persona_id is the SHA-1 of json.dumps(persona without "id", sort_keys=True, default=str),
+    whichever encoder builds the text: nested, non-ASCII, numpy and non-finite values included."""
+    import hashlib
+    import json
+    import types
+
+    from dialogue_gym.core.env import persona_id
+
+    def reference(p):
+        body = {k: v for k, v in p.items() if k != "id"}
+        return hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+    personas = [
+        {"b": 1, "a": [0.1, 2.5e-7, float("inf"), float("nan")], "c": {"z": True, "y": None}},
+        {"name": "Zoë “quoted”", "tags": ("x", "y"), "n": np.int64(3), "f": np.float32(0.5)},
+        {"id": "ignored", "x": 1},
+        types.MappingProxyType({"x": 1, "id": "also ignored"}),
+        {},
+    ]
+    for i in range(20):
+        env = gym.make(["DialogueTeach-v0", "DialogueCounsel-v0"][i % 2]).unwrapped
+        personas.append(env.sample_persona(np.random.default_rng(i)))
+    for p in personas:
+        assert persona_id(p) == reference(p), p
+    assert persona_id({"id": "a", "x": 1}) == persona_id({"x": 1})

@@ -23,7 +23,7 @@ def recognizer_from_card(
     card: Mapping[str, Any], vocabulary: list[str] | None = None, **options: Any
 ) -> ActRecognizer:
     """Build the act recognizer from a card's ``acts: {name: {cues: [...]}}`` and ``recognizer``
-    settings; ``options``: the task's own ActRecognizer settings (e.g. ``sentence_words``)."""
+    settings; ``options``: the task's own ActRecognizer settings (e.g. ``max_acts``)."""
     lexicon = {name: spec["cues"] for name, spec in card["acts"].items()}
     return ActRecognizer(lexicon, vocabulary=vocabulary or [], **{**card.get("recognizer", {}), **options})
 

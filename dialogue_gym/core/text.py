@@ -167,12 +167,14 @@ class Analysis:
     # of the repr or equality.
     sentence_texts: Sequence[str] = field(default=(), repr=False, compare=False)
     _sentence_words: list[list[str]] | None = field(default=None, repr=False, compare=False)
+    # The set of the utterance's words (as words() reads them), for a task's own quick tests.
+    word_set: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @property
     def sentence_words(self) -> Sequence[Sequence[str]]:
         """The words of each sentence (as words() and sentences() read them, empty sentences
         included; joined, the words of the text), for the task's own reading of the turn without
-        reading the text again. Worked out on first use: only some tasks read it."""
+        reading the text again. Worked out on first use: tasks read it only for some turns."""
         if self._sentence_words is None:
             self._sentence_words = [_tokens(sent) for sent in self.sentence_texts]
         return self._sentence_words
@@ -207,7 +209,6 @@ class ActRecognizer:
         stuffing_acts: int = 4,
         stuffing_density: float = 0.25,
         repeat_similarity: float = 0.8,
-        sentence_words: bool = False,
     ) -> None:
         if not lexicon:
             raise ValueError("act lexicon is empty")
@@ -237,23 +238,14 @@ class ActRecognizer:
         self.stuffing_acts = stuffing_acts
         self.stuffing_density = stuffing_density
         self.repeat_similarity = repeat_similarity
-        # Cut each sentence's words while reading the text, for a task that reads them every turn
-        # (Teach); otherwise Analysis.sentence_words cuts them only if asked.
-        self.sentence_words = sentence_words
 
     def analyse(self, text: str, history: Sequence[str] = ()) -> Analysis:
         """Analyse ``text`` given the agent's earlier utterances ``history`` (oldest first)."""
         low = text.lower().replace("’", "'")
         sents = _split_sentences(low)
-        # Sentences are cut at whitespace only and words never contain any, so the text's words
-        # are its sentences' words, in order.
-        if self.sentence_words and len(sents) > 1:
-            cut = [_tokens(sent) for sent in sents]
-            toks = [w for ws in cut for w in ws]
-            sentence_words: list[list[str]] | None = cut
-        else:
-            toks = _tokens(low)
-            sentence_words = [toks] if len(sents) == 1 else None
+        toks = _tokens(low)
+        # one sentence: its words are the text's; else Analysis.sentence_words cuts them if asked
+        sentence_words = [toks] if len(sents) == 1 else None
         n = len(toks)
         tokset = _remember(text, frozenset(toks))  # = _wordset(text), for when it is history
         unknown = tokset - self.vocabulary  # then count their occurrences: usually none
@@ -299,7 +291,7 @@ class ActRecognizer:
         )
         guarded = stuffed or gibberish or injection or repeat
         # positional: Analysis(acts, cues, n_words, question, stuffed, gibberish, repeat, injection,
-        # sentence_texts, _sentence_words)
+        # sentence_texts, _sentence_words, word_set)
         return Analysis(
             () if guarded else tuple(credited[: self.max_acts]),
             cues,
@@ -311,6 +303,7 @@ class ActRecognizer:
             injection,
             sents,
             sentence_words,
+            tokset,
         )
 
 

@@ -131,6 +131,7 @@ class ConceptIndex:
         self.example = frozenset(content_words(concept["example"]))
         vocab = frozenset(self.analogy | self.example).union(*self.items.values())
         self._forms = {base + suffix: base for base in vocab for suffix in _SUFFIXES}
+        self._form_set = frozenset(self._forms)
         self._forms_or_end = {**self._forms, **dict.fromkeys(_ENDS, "")}  # "": a sentence ends
         # (item, its content words, how many of them a sentence must carry), in catalogue order
         self._needs = tuple((item, need, _need(len(need))) for item, need in self.items.items())
@@ -275,7 +276,7 @@ def card_index(card: Mapping[str, Any]) -> CardIndex:
         vocab += [f"{j['term']} {j['meaning']}" for j in c["jargon"]]
     vocab += list(card["domains"].values())
     index = CardIndex(
-        recognizer=recognizer_from_card(card, vocab, sentence_words=True),  # _teach reads them every turn
+        recognizer=recognizer_from_card(card, vocab),
         define=_cue_pattern(card["acts"]["define"]["cues"]),
         simplify=_cue_pattern(card.get("simplify_cues", []) or ["(?!x)x"]),
         concepts={c["id"]: c for c in card["concepts"]},
@@ -413,7 +414,7 @@ class ScriptedStudent(ScriptedHuman):
         self.patience = float(p["patience"])
         self.missing_prereq = bool(p["prereq_missing"])
         self.kp_ids = list(self.words.kp_ids)
-        self.u = dict(zip(self.kp_ids, (float(x) for x in p["prior"]), strict=True))
+        self.u = dict(zip(self.kp_ids, map(float, p["prior"]), strict=True))
         self.defined: set[str] = set()
         self.probed = False
         self.fresh_check = False
@@ -445,7 +446,7 @@ class ScriptedStudent(ScriptedHuman):
                     parts.append(self.say("probe_prereq", **slots))
         if "encourage" in acts and self.level == "novice":
             self.patience = min(float(self.persona["patience"]), self.patience + 1)
-        parts += self._teach(utterance, acts, slots, analysis.sentence_words)
+        parts += self._teach(utterance, acts, slots, analysis)
         if "check" in acts:
             parts.append(self._check())
         if "summarise" in acts:
@@ -472,10 +473,10 @@ class ScriptedStudent(ScriptedHuman):
         utterance: str,
         acts: Sequence[str],
         slots: Mapping[str, str],
-        sentence_words: Sequence[Sequence[str]],
+        analysis: Analysis,
     ) -> list[str]:
-        """Jargon definitions, the prerequisite and key points carried by the utterance
-        (``sentence_words``: its words per sentence, from the recognizer's analysis)."""
+        """Jargon definitions, the prerequisite and key points carried by the utterance (read from
+        the recognizer's ``analysis``: its words, and when needed its words per sentence)."""
         parts: list[str] = []
         bored = False
         words_ = self.words
@@ -498,8 +499,15 @@ class ScriptedStudent(ScriptedHuman):
         confusing = bool(undefined) and (
             self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
         )
-        sent_hits = words_.words_hits(sentence_words)
-        items = words_._taught(sent_hits)
+        word_set = analysis.word_set or frozenset(w for ws in analysis.sentence_words for w in ws)
+        if len(words_._form_set & word_set) < 2:
+            # An item needs two of its words in one sentence: under two concept words in the whole
+            # turn (most turns), no sentence carries one, and the sentences' words are not cut.
+            sent_hits: list[set[str]] = []
+            items: list[str] = []
+        else:
+            sent_hits = words_.words_hits(analysis.sentence_words)
+            items = words_._taught(sent_hits)
         if PREREQ in items:
             if self.missing_prereq and not confusing:
                 self.missing_prereq = False
