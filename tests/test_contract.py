@@ -74,7 +74,12 @@ def test_episode_ends_with_outcome_and_persona(env_id):
         "goal_reached",
         "turn_limit",
     }
-    assert env.unwrapped.persona["id"]
+    # the persona's id is worked out when asked (records, splits), not on every reset
+    from dialogue_gym.core.env import persona_id
+
+    assert "id" not in env.unwrapped.persona
+    assert env.unwrapped.persona_id == persona_id(env.unwrapped.persona)
+    assert len(env.unwrapped.persona_id) == 12
 
 
 def test_turn_limit_truncates(env_id):

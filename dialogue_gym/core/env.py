@@ -114,6 +114,7 @@ class DialogueEnv(gym.Env[str, str], ABC):
         self.transcript: list[dict[str, str]] = []
         self.turn = 0
         self._seed: int | None = None
+        self._persona_id: str | None = None
         self._done = True
 
     # --- hooks for tasks -------------------------------------------------------------------
@@ -176,14 +177,26 @@ class DialogueEnv(gym.Env[str, str], ABC):
         name = self.spec.id if self.spec is not None else type(self).__name__
         if not self.persona:
             return name
-        return f"{name} (episode seed {self._seed}, persona {self.persona.get('id')}, turn {self.turn})"
+        return f"{name} (episode seed {self._seed}, persona {self.persona_id}, turn {self.turn})"
+
+    @property
+    def persona_id(self) -> str | None:
+        """:func:`persona_id` of this episode's persona (None before the first reset), worked out
+        when first asked: only splits, records and error messages need it, and hashing it on
+        every reset would cost a stepping loop about 6%."""
+        if self._persona_id is None and self.persona:
+            self._persona_id = persona_id(self.persona)
+        return self._persona_id
 
     def _draw_persona(self) -> dict[str, Any]:
+        if self.persona_split is None:
+            return self.sample_persona(self.np_random)
         for _ in range(10_000):
             persona = self.sample_persona(self.np_random)
-            persona["id"] = persona_id(persona)
-            if self.persona_split is None or persona_split(persona["id"]) == self.persona_split:
+            self._persona_id = persona_id(persona)
+            if persona_split(self._persona_id) == self.persona_split:
                 return persona
+        self._persona_id = None
         raise RuntimeError(f"{self.env_name}: no persona in split {self.persona_split!r} after 10,000 draws")
 
     def reset(
@@ -193,11 +206,8 @@ class DialogueEnv(gym.Env[str, str], ABC):
         super().reset(seed=seed)
         self._seed = seed
         options = options or {}
-        if "persona" in options:
-            persona = dict(options["persona"])
-            persona.setdefault("id", persona_id(persona))
-        else:
-            persona = self._draw_persona()
+        self._persona_id = None
+        persona = dict(options["persona"]) if "persona" in options else self._draw_persona()
         self.persona = persona
         self.turn = 0
         self._done = False

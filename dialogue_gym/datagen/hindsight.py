@@ -557,7 +557,7 @@ class Hindsight:
                     _, info = env.reset(seed=int(seed))
                 finally:
                     base.persona_split = split
-                if base.persona.get("id") == record.persona_id:
+                if base.persona_id == record.persona_id:
                     return _Run(env, info, int(seed), "seed")
         if record.persona:
             seed = int(seed) if seed is not None else simulator_seed(record.id)

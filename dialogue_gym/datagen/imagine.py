@@ -50,6 +50,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from dialogue_gym.agents.base import Agent
+from dialogue_gym.core.env import persona_id
 from dialogue_gym.datagen.records import Record, RecordWriter, provenance, read_records, record_from_episode
 from dialogue_gym.datagen.strategies import Mixture
 
@@ -755,7 +756,7 @@ class LLMImaginer:
             model=self.model,
             human="imagined",
             scorer="scripted replay",
-            persona_id=ep.persona.get("id"),
+            persona_id=persona_id(ep.persona) if ep.persona else None,
             situation=ep.situation,
             critique={"verdict": ep.verdict, "answer": ep.critique.strip()[:500]},
             repaired=ep.repaired,

@@ -34,6 +34,7 @@ import numpy as np
 
 from dialogue_gym.agents.base import Agent
 from dialogue_gym.agents.configs import AgentConfig, canonical_json, config_from_dict
+from dialogue_gym.core.env import persona_id
 from dialogue_gym.leaderboard.store import episode_key
 
 # ------------------------------------------------------------------------------------- what runs
@@ -290,7 +291,7 @@ def _row(unit: Unit, ep: _Episode) -> dict[str, Any]:
         "seed": ep.seed,
         "trial": ep.trial,
         "env_seed": trial_seed(ep.seed, ep.trial),
-        "persona_id": persona.get("id"),
+        "persona_id": persona_id(persona) if persona else None,
         "return": None if failed else float(ep.ret),
         "outcome_reward": None if failed else info.get("outcome_reward"),
         "outcome": outcome,

@@ -50,7 +50,7 @@ import numpy as np
 
 from dialogue_gym.agents.base import Agent, Messages, agent_turns, human_turns
 from dialogue_gym.core.cards import TaskCardError, load_card, require_keys
-from dialogue_gym.core.env import DialogueEnv
+from dialogue_gym.core.env import DialogueEnv, persona_id
 from dialogue_gym.core.human import HumanReply, Outcome, Question
 from dialogue_gym.core.rng import IntDraws
 from dialogue_gym.core.scripted import ScriptedHuman, recognizer_from_card
@@ -770,9 +770,7 @@ class TeachEnv(DialogueEnv):
         others = [
             kp["text"] for c in self.card["concepts"] if c["id"] != concept["id"] for kp in c["key_points"]
         ]
-        rng = np.random.default_rng(
-            int(persona["id"], 16) if persona.get("id") else 0
-        )  # same quiz per persona
+        rng = np.random.default_rng(int(persona_id(persona), 16))  # same quiz per persona
         labels = ("A", "B", "C", "D")
         questions, key = [], {}
         for i, kp in enumerate(concept["key_points"], 1):
