@@ -367,8 +367,39 @@ def test_cue_dispatch_matches_flat_alternation(card: str | None) -> None:
         want = [(m.span(), cue_act[int(m.lastgroup[1:])]) for m in flat.finditer(low)]
         got = [(m.span(), rec._group_act[m.lastindex]) for m in rec._pattern.finditer(low)]
         assert got == want, text
+        if rec._ascii_pattern is not None and low.isascii():  # one character in front, consumed
+            fast = rec._ascii_pattern.finditer(" " + low)
+            assert [(m.span(), rec._group_act[m.lastindex]) for m in fast] == [
+                ((start, end + 1), act) for (start, end), act in want
+            ], text
+    # the ASCII scan is on for the trie lexicon and every built-in card; TRICKY_CUES has cues
+    # starting with "$" and ending with "."
+    assert (rec._ascii_pattern is None) == (card is None)
     if card == "trie":  # dispatched by first character, and by the next ones where cues share them
         assert "t(?:e(?:l(?:l(?:" in rec._pattern.pattern and "m(?:a(?:i(?:n(?:" in rec._pattern.pattern
+
+
+def test_ascii_scan_only_where_it_finds_the_same_matches() -> None:
+    """The ASCII scan consumes the character before a cue, so it is off when a cue could see that
+    character (a lookbehind, a start anchor), could end where the next cue begins (its last
+    character not a word character, or an empty match), or starts with a non-word character."""
+    from dialogue_gym.core.text import ActRecognizer
+
+    on = ["hello( there)?", "good ?bye", "step[- ]free", "x\\d+", "a(?:)b", "(?=[ab])(?:ab|ba)c", "a.c"]
+    off = ["e\\.g\\.", "(?<=x)y", "^hi", "so(?: )?", "tell me(?:x| )", "(?:a)*", "$5", "a[^x]"]
+    assert ActRecognizer({"a": on})._ascii_pattern is not None
+    for cue in off:
+        assert ActRecognizer({"a": [*on, cue]})._ascii_pattern is None, cue
+    # Why the last character matters: "e.g." ends with a non-word character, so "this" may start
+    # right after it, where the ASCII scan has already consumed the "." it would need in front.
+    import re
+
+    from dialogue_gym.core.text import _ASCII_NON_WORD
+
+    rec = ActRecognizer({"a": ["e\\.g\\.", "this"]})
+    assert [m.group() for m in rec._pattern.finditer("e.g.this")] == ["e.g.", "this"]
+    unsafe = re.compile(_ASCII_NON_WORD + rec._pattern.pattern[2:])  # the ASCII scan, were it on
+    assert [m.group()[1:] for m in unsafe.finditer(" e.g.this")] == ["e.g."]
 
 
 def test_unusual_cues_fall_back_to_the_flat_alternation() -> None:

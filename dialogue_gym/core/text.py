@@ -222,8 +222,23 @@ class ActRecognizer:
         # a fraction of the branch tests.
         cues = [(i, _lower_pattern(c)) for i, act_cues in enumerate(lexicon.values()) for c in act_cues]
         alternation, marker_cue, first = _cue_alternation(cues)
-        guard = _first_char_guard([c for _, c in cues]) if first is None else _char_lookahead(first)
+        starts = first if first is not None else _first_chars_of(c for _, c in cues)
+        guard = _char_lookahead(starts) if starts else ""
         self._pattern = re.compile(r"\b" + guard + "(?:" + alternation + r")\b")
+        # For ASCII text (most turns) the same matches, found faster: `re` tests a word boundary
+        # at every position of the text, but skips in C to each character of a leading set. So
+        # this pattern starts with (and consumes) the non-word character before the cue, on the
+        # sentence with a space in front (for a cue at its start). Used only where that finds
+        # the same matches (_ascii_scan_safe): cues start with a word character, never end with
+        # another (two matches then never meet at one character) and look at nothing before
+        # themselves.
+        self._ascii_pattern: re.Pattern[str] | None = None
+        if (
+            starts
+            and all(c.isascii() and c.isalnum() for c in starts)
+            and all(_ascii_scan_safe(c) for _, c in cues)
+        ):
+            self._ascii_pattern = re.compile(_ASCII_NON_WORD + guard + "(?:" + alternation + r")\b")
         self._group_act: list[str | None] = [None] * (self._pattern.groups + 1)
         for name, group in self._pattern.groupindex.items():
             if name.startswith("c") and name[1:].isdigit():  # marker c<m>: cue marker_cue[m]
@@ -265,12 +280,14 @@ class ActRecognizer:
                     repeat = True
                     break
 
-        group_act, finditer = self._group_act, self._pattern.finditer
+        group_act, finditer, before = self._group_act, self._pattern.finditer, ""
+        if self._ascii_pattern is not None and low.isascii():
+            finditer, before = self._ascii_pattern.finditer, " "  # see __init__
         cues: dict[str, int] = {}
         credited: list[str] = []
         total_hits = 0
         for sent in sents:
-            hits: list[str] = [group_act[m.lastindex] for m in finditer(sent)]  # type: ignore[index,misc]
+            hits: list[str] = [group_act[m.lastindex] for m in finditer(before + sent)]  # type: ignore[index,misc]
             if not hits:
                 continue
             total_hits += len(hits)
@@ -329,6 +346,8 @@ def _remember(text: str, word_set: frozenset[str]) -> frozenset[str]:
 
 
 _SPECIAL = frozenset("\\.^$*+?{}[]|()")
+# Parsed-pattern ops with nothing nested in them (for _walk).
+_FLAT_OPS = (_sc.LITERAL, _sc.NOT_LITERAL, _sc.IN, _sc.ANY, _sc.AT, _sc.GROUPREF, _sc.CATEGORY)
 _QUANTIFIERS = ("*", "+", "?", "{")
 _LEADING_GUARD = re.compile(r"\(\?=\[([a-z0-9]+)\]\)")  # a first-character lookahead (?=[abc])
 
@@ -548,17 +567,98 @@ def _lower_pattern(cue: str) -> str:
 
 
 def _first_char_guard(cues: Sequence[str]) -> str:
-    """A lookahead ``(?=[...])`` on the possible first characters of ``cues`` ('' if unknown)."""
+    """A lookahead ``(?=[...])`` on the possible first characters of ``cues`` ('' if unknown:
+    no guard, same matches)."""
+    chars = _first_chars_of(cues)
+    return _char_lookahead(chars) if chars else ""
+
+
+def _first_chars_of(cues: Iterable[str]) -> set[str] | None:
+    """The characters a match of any of ``cues`` can start with (None if not simple to tell)."""
     chars: set[str] = set()
     for cue in cues:
         try:
             first = _first_chars(_sp.parse(cue))
-        except Exception:  # an unusual pattern: no guard, same matches
-            return ""
+        except Exception:  # an unusual pattern
+            return None
         if not first:
-            return ""
+            return None
         chars |= first
-    return _char_lookahead(chars)
+    return chars
+
+
+# Every ASCII character that is not a word character (\w): not a letter, digit or underscore.
+_ASCII_NON_WORD = r"[\x00-\x2f\x3a-\x40\x5b-\x5e\x60\x7b-\x7f]"
+
+
+def _ascii_scan_safe(cue: str) -> bool:
+    """Whether ``cue`` (lower-cased) suits the ASCII scan (see ``ActRecognizer.__init__``): no
+    lookbehind or start anchor (they would see the consumed character), and no match that is
+    empty or ends with a non-word character. Unusual patterns: no."""
+    try:
+        items = _sp.parse(cue)
+    except Exception:
+        return False
+    for op, av in _walk(items):
+        if op is None or (op in (_sc.ASSERT, _sc.ASSERT_NOT) and av[0] < 0):
+            return False
+        if op is _sc.AT and av not in (_sc.AT_BOUNDARY, _sc.AT_NON_BOUNDARY, _sc.AT_END, _sc.AT_END_STRING):
+            return False
+    nonword, empty = _tail(items)
+    return not nonword and not empty
+
+
+def _walk(items: Any) -> Iterator[tuple[Any, Any]]:
+    """Every ``(op, av)`` of a parsed pattern, nested ones included."""
+    for op, av in items:
+        yield op, av
+        if op is _sc.SUBPATTERN:
+            yield from _walk(av[-1])
+        elif op is _sc.BRANCH:
+            for sub in av[1]:
+                yield from _walk(sub)
+        elif op in (_sc.MAX_REPEAT, _sc.MIN_REPEAT) or op in (_sc.ASSERT, _sc.ASSERT_NOT):
+            yield from _walk(av[-1])
+        elif op is _sc.GROUPREF_EXISTS:
+            for sub in av[1:]:
+                if sub is not None:
+                    yield from _walk(sub)
+        elif op not in _FLAT_OPS:
+            yield None, None  # a construct not looked into (atomic groups...): _ascii_scan_safe says no
+
+
+def _is_word_char(code: int) -> bool:
+    return chr(code).isalnum() or code == 95  # _
+
+
+def _tail(items: Any) -> tuple[bool, bool]:
+    """(a match of parsed ``items`` may end with a non-word character, it may be empty); True
+    where unsure."""
+    for op, av in reversed(list(items)):
+        if op is _sc.AT:
+            continue  # zero-width: the character before decides
+        if op is _sc.LITERAL:
+            return not _is_word_char(av), False
+        if op is _sc.IN:
+            word = all(
+                (o is _sc.LITERAL and _is_word_char(a))
+                or (o is _sc.RANGE and all(_is_word_char(c) for c in range(a[0], a[1] + 1)))
+                or (o is _sc.CATEGORY and a in (_sc.CATEGORY_WORD, _sc.CATEGORY_DIGIT))
+                for o, a in av
+            )
+            return not word, False
+        if op in (_sc.SUBPATTERN, _sc.BRANCH, _sc.MAX_REPEAT, _sc.MIN_REPEAT):
+            subs = [av[-1]] if op is not _sc.BRANCH else av[1]
+            tails = [_tail(sub) for sub in subs]
+            if any(nonword for nonword, _ in tails):
+                return True, False
+            repeat_none = op in (_sc.MAX_REPEAT, _sc.MIN_REPEAT) and av[0] == 0
+            may_be_empty = repeat_none or any(empty for _, empty in tails)
+            if not may_be_empty:
+                return False, False
+            continue  # it may match nothing: the item before it may end the match
+        return True, False  # anything else (any character, lookarounds...): unsure
+    return False, True
 
 
 def _char_lookahead(chars: set[str]) -> str:

@@ -212,9 +212,8 @@ class ConceptIndex:
 
     def _jargon_low(self, low: str) -> list[str]:
         """Jargon terms in ``low`` (lower-cased text), in order, repeats included."""
-        for term in self._jargon_terms:
-            if term in low:
-                return self._jargon.findall(low)
+        if any(map(low.__contains__, self._jargon_terms)):
+            return self._jargon.findall(low)
         return []
 
 
@@ -514,7 +513,7 @@ class ScriptedStudent(ScriptedHuman):
                 parts.append(self.say("prereq_learned", **slots))
             elif self.level == "expert":
                 bored = True
-        kps = [i for i in items if i != PREREQ]
+        kps = [i for i in items if i != PREREQ] if items else items
         if not kps:
             if confusing:
                 self._cost("confused")
