@@ -29,8 +29,10 @@ except ImportError:  # Python 3.10
 # Words: letters with inner apostrophes, ``[a-z]+(?:'[a-z]+)?``, written to start with a plain
 # character class, so that `re` skips to the next letter in C. _tokens() finds the same words faster.
 _WORD = re.compile(r"[a-z][a-z]*(?:'[a-z]+)?")
-# Every ASCII character but letters and the apostrophe to a space (see _tokens).
-_LETTERS = str.maketrans({chr(i): chr(i) if chr(i).islower() or chr(i) == "'" else " " for i in range(128)})
+# Every ASCII character but letters and the apostrophe to a space (see _tokens), as a table for
+# bytes.translate: on ASCII text, encoding, translating the bytes and decoding is twice as fast
+# as str.translate with a mapping.
+_LETTERS = bytes(i if i < 128 and (chr(i).islower() or chr(i) == "'") else 32 for i in range(256))
 # Sentence breaks: whitespace after ``.!?;``, or a run of line breaks. Written as
 # ``(?<=[.!?;])\s+|\n+`` would split the same, but starting with ``\s`` lets `re` skip to the next
 # whitespace character in C instead of trying both branches at every position (3x faster).
@@ -129,7 +131,7 @@ def _tokens(low: str) -> list[str]:
     apostrophe (``don't``, ``'s``) need the regex, and the regex cannot match across a cut."""
     if not low.isascii():
         return _WORD.findall(low)
-    runs = low.translate(_LETTERS).split()
+    runs = low.encode("ascii").translate(_LETTERS).decode("ascii").split()
     if "'" not in low:
         return runs
     out: list[str] = []
