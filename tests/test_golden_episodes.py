@@ -437,6 +437,29 @@ def test_sentence_words_are_the_words_of_each_sentence() -> None:
             assert by_words == [h for h in ci.sentence_hits(low) if h]
 
 
+def test_jargon_from_words_equals_the_jargon_scan() -> None:
+    """Teach's jargon check from the turn's words gives what the scan of the text gives, for
+    every concept, on fuzz texts and on texts made of the concepts' own terms and key points."""
+    from dialogue_gym.core.cards import load_card
+    from dialogue_gym.tasks.teach import card_index
+
+    card = load_card("teach")
+    index = card_index(card)
+    texts = fuzz_texts(card, 300, seed=13) + fuzz_texts(card, 300, seed=14, noisy=False) + list(NOISE)
+    for c in card["concepts"]:
+        texts += [f"So {j['term']} means {j['meaning']}." for j in c["jargon"]]
+        texts += [f"x{j['term']}2, ({j['term']}) and {j['term'].upper()}'s" for j in c["jargon"]]
+        texts += [f"a x'{j['term']} b" for j in c["jargon"]]  # the term inside a word with an apostrophe
+    found = 0
+    for c in card["concepts"]:
+        ci = index.concept_index(c["id"])
+        for text in texts:
+            want = ci._jargon_low(text.lower())
+            assert ci._jargon_in(text, frozenset(words(text))) == want, (c["id"], text)
+            found += bool(want)
+    assert found > 100
+
+
 def test_repeat_flag_is_word_set_jaccard_against_history() -> None:
     """``Analysis.repeat``: at least 3 words and word-set Jaccard similarity >= the threshold with
     some earlier utterance (the recognizer's hot loop, checked against the plain definition)."""

@@ -143,6 +143,11 @@ class ConceptIndex:
         # matched on lower-cased text (same matches as IGNORECASE on the original, but faster)
         self._jargon = re.compile(r"\b(" + "|".join(re.escape(t.lower()) for t in terms) + r")\b")
         self._jargon_terms = tuple(t.lower() for t in terms)  # none in the text: no regex scan
+        # Each term's first word (its leading letters), when every term starts with a letter: in
+        # ASCII text without apostrophes a term the pattern finds starts a word of the text, so a
+        # text whose words include no first word has no term (see _jargon_in).
+        firsts = [re.match(r"[a-z]+", t) for t in self._jargon_terms]
+        self._jargon_firsts = frozenset(m[0] for m in firsts if m) if all(firsts) else None
         # per-episode constants of the student, looked up once here instead of every turn
         self.kp_ids: tuple[str, ...] = tuple(kp["id"] for kp in concept["key_points"])
         self.shorts: dict[str, str] = {kp["id"]: kp["short"] for kp in concept["key_points"]}
@@ -209,6 +214,15 @@ class ConceptIndex:
     def jargon(self, text: str) -> set[str]:
         """Jargon terms (lower-cased) used in ``text``."""
         return set(self._jargon_low(text.lower()))
+
+    def _jargon_in(self, text: str, word_set: frozenset[str]) -> list[str]:
+        """:meth:`_jargon_low` of ``text`` given its words (as ``words()`` reads them): none when
+        no term's first word is among them (exact for ASCII text without apostrophes, where the
+        characters around a term the pattern finds are not letters, so they cut the same word)."""
+        firsts = self._jargon_firsts
+        if firsts is not None and firsts.isdisjoint(word_set) and text.isascii() and "'" not in text:
+            return []
+        return self._jargon_low(text.lower())
 
     def _jargon_low(self, low: str) -> list[str]:
         """Jargon terms in ``low`` (lower-cased text), in order, repeats included."""
@@ -488,17 +502,16 @@ class ScriptedStudent(ScriptedHuman):
                 self.defined |= new
                 bored = self.level == "expert"
                 parts.append(self.say("defined"))
-        # The text is lower-cased and split into sentences once (by the recognizer); each
-        # sentence's concept words serve both the key points taught and (their union) the analogy
-        # / example check.
-        low = utterance.lower()
-        undefined = words_._jargon_low(low)
+        # The recognizer has read the turn's words: the jargon check and the concept words of
+        # each sentence (key points taught, and their union for the analogy / example check)
+        # start from them.
+        word_set = analysis.word_set or frozenset(w for ws in analysis.sentence_words for w in ws)
+        undefined = words_._jargon_in(utterance, word_set)
         if undefined:
             undefined = sorted(set(undefined) - self.defined)
         confusing = bool(undefined) and (
             self.level == "novice" or (self.level == "some" and len(undefined) >= 2)
         )
-        word_set = analysis.word_set or frozenset(w for ws in analysis.sentence_words for w in ws)
         if len(words_._form_set & word_set) < 2:
             # An item needs two of its words in one sentence: under two concept words in the whole
             # turn (most turns), no sentence carries one, and the sentences' words are not cut.
