@@ -333,11 +333,12 @@ def flat_pattern(lexicon: Mapping[str, list[str]]) -> tuple[Any, list[str]]:
     """The cue pattern as ActRecognizer built it before the speed work: one flat alternation."""
     import re
 
-    from dialogue_gym.core.text import _first_char_guard, _lower_pattern
+    from dialogue_gym.core.text import _char_lookahead, _first_chars_of, _lower_pattern
 
     cues = [(act, _lower_pattern(c)) for act, cs in lexicon.items() for c in cs]
     branches = [f"(?:{c})(?P<c{n}>)" for n, (_, c) in enumerate(cues)]
-    guard = _first_char_guard([c for _, c in cues])
+    starts = _first_chars_of(c for _, c in cues)
+    guard = _char_lookahead(starts) if starts else ""
     return re.compile(r"\b" + guard + "(?:" + "|".join(branches) + r")\b"), [a for a, _ in cues]
 
 

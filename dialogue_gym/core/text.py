@@ -231,8 +231,8 @@ class ActRecognizer:
         # at every position of the text, but skips in C to each character of a leading set. So
         # this pattern starts with (and consumes) the non-word character before the cue, on the
         # sentence with a space in front (for a cue at its start). Used only where that finds
-        # the same matches (_ascii_scan_safe): cues start with a word character, never end with
-        # another (two matches then never meet at one character) and look at nothing before
+        # the same matches (_ascii_scan_safe): cues start and end with a word character (so two
+        # matches never need the same character between them) and look at nothing before
         # themselves.
         self._ascii_pattern: re.Pattern[str] | None = None
         if (
@@ -566,13 +566,6 @@ def _first_chars(items: Any) -> set[str] | None:
 def _lower_pattern(cue: str) -> str:
     """Lower-case a regex's literal letters, leaving escapes such as ``\\S`` or ``\\W`` alone."""
     return re.sub(r"\\.|[A-Z]+", lambda m: m[0] if m[0][0] == "\\" else m[0].lower(), cue)
-
-
-def _first_char_guard(cues: Sequence[str]) -> str:
-    """A lookahead ``(?=[...])`` on the possible first characters of ``cues`` ('' if unknown:
-    no guard, same matches)."""
-    chars = _first_chars_of(cues)
-    return _char_lookahead(chars) if chars else ""
 
 
 def _first_chars_of(cues: Iterable[str]) -> set[str] | None:
