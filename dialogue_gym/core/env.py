@@ -247,7 +247,7 @@ class DialogueEnv(gym.Env[str, str], ABC):
         utterance = self._validate(action)
         reply: HumanReply = self.human.respond(utterance)
         self.turn += 1
-        text = reply.text if len(reply.text) <= self.max_obs_chars else self._clip(reply.text)
+        text = self._clip(reply.text)
         self.transcript.append({"role": "assistant", "content": utterance})
         self.transcript.append({"role": "user", "content": text})
         terminated = bool(reply.ended) and reply.error is None

@@ -271,9 +271,9 @@ class ActRecognizer:
         injection = _injection(low, tokset)
         repeat = False
         if n >= 3 and history:  # Jaccard similarity of the word sets to any earlier utterance
-            threshold, la, known_sets = self.repeat_similarity, len(tokset), _WORD_SETS
+            threshold, la = self.repeat_similarity, len(tokset)
             for h in history:
-                b = known_sets.get(h) or _wordset(h)  # earlier turns were analysed: usually known
+                b = _wordset(h)  # earlier turns were analysed: usually remembered
                 lb = len(b)
                 if (la if la < lb else lb) < threshold * (lb if la < lb else la):
                     continue  # Jaccard <= min/max: no need to intersect
@@ -612,7 +612,7 @@ def _walk(items: Any) -> Iterator[tuple[Any, Any]]:
         elif op is _sc.BRANCH:
             for sub in av[1]:
                 yield from _walk(sub)
-        elif op in (_sc.MAX_REPEAT, _sc.MIN_REPEAT) or op in (_sc.ASSERT, _sc.ASSERT_NOT):
+        elif op in (_sc.MAX_REPEAT, _sc.MIN_REPEAT, _sc.ASSERT, _sc.ASSERT_NOT):
             yield from _walk(av[-1])
         elif op is _sc.GROUPREF_EXISTS:
             for sub in av[1:]:
