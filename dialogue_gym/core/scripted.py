@@ -19,13 +19,11 @@ from dialogue_gym.core.rng import IntDraws
 from dialogue_gym.core.text import ActRecognizer, Analysis
 
 
-def recognizer_from_card(
-    card: Mapping[str, Any], vocabulary: list[str] | None = None, **options: Any
-) -> ActRecognizer:
+def recognizer_from_card(card: Mapping[str, Any], vocabulary: list[str] | None = None) -> ActRecognizer:
     """Build the act recognizer from a card's ``acts: {name: {cues: [...]}}`` and ``recognizer``
-    settings; ``options``: the task's own ActRecognizer settings (e.g. ``max_acts``)."""
+    settings."""
     lexicon = {name: spec["cues"] for name, spec in card["acts"].items()}
-    return ActRecognizer(lexicon, vocabulary=vocabulary or [], **{**card.get("recognizer", {}), **options})
+    return ActRecognizer(lexicon, vocabulary=vocabulary or [], **card.get("recognizer", {}))
 
 
 class ScriptedHuman(SimulatedHuman):
